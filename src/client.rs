@@ -1,0 +1,1 @@
+//! STUB: HTTP client for the Vault-shaped API, being written.
