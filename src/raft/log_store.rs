@@ -1,0 +1,204 @@
+//! The durable Raft log: openraft's `RaftLogStorage` on our [`Storage`].
+//!
+//! Entries are keyed by big-endian index in [`Keyspace::Log`]; the vote, the committed log id and the last purged
+//! log id live in [`Keyspace::RaftMeta`].
+//!
+//! An appended entry is acknowledged to openraft (its `LogFlushed` callback) only after a storage flush that
+//! covers it. Flushes run on a dedicated flusher task that takes every append waiting at that moment and makes
+//! them durable with one fsync: under load one fsync serves many appends (group commit at the disk), and openraft
+//! keeps appending while a flush is in progress. Callbacks fire in append order.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{OptionalSend, StorageIOError, Vote};
+use tokio::sync::mpsc;
+
+use super::{codec, Entry, LogId, NodeId, RaftStorageError, TypeConfig};
+use crate::storage::{Keyspace, Storage, StorageError, WriteBatch};
+
+const VOTE_KEY: &[u8] = b"vote";
+const COMMITTED_KEY: &[u8] = b"committed";
+const LAST_PURGED_KEY: &[u8] = b"last_purged";
+
+/// The Raft log of one node.
+pub struct LogStore {
+    storage: Arc<dyn Storage>,
+    flusher: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
+}
+
+/// A cheap read handle on the log, used by openraft's replication tasks.
+#[derive(Clone)]
+pub struct LogReader {
+    storage: Arc<dyn Storage>,
+}
+
+fn io_err(e: StorageError) -> RaftStorageError {
+    StorageIOError::<NodeId>::write_logs(&e).into()
+}
+
+fn read_err(e: StorageError) -> RaftStorageError {
+    StorageIOError::<NodeId>::read_logs(&e).into()
+}
+
+/// Runs `storage.flush()` on the blocking pool (it fsyncs).
+async fn flush(storage: &Arc<dyn Storage>) -> Result<(), StorageError> {
+    let storage = storage.clone();
+    tokio::task::spawn_blocking(move || storage.flush())
+        .await
+        .map_err(|e| StorageError(format!("flush task failed: {e}")))?
+}
+
+impl LogStore {
+    /// Opens the log on `storage` and starts its flusher task (needs a tokio runtime).
+    pub fn new(storage: Arc<dyn Storage>) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run_flusher(storage.clone(), rx));
+        LogStore { storage, flusher: tx }
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, RaftStorageError> {
+        match self.storage.get(Keyspace::RaftMeta, key).map_err(read_err)? {
+            Some(bytes) => Ok(Some(codec::decode(&bytes).map_err(read_err)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn write_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), RaftStorageError> {
+        let bytes = codec::encode(value).map_err(io_err)?;
+        self.storage.put(Keyspace::RaftMeta, key, &bytes).map_err(io_err)
+    }
+
+    /// Deletes log entries with index in `range` (one atomic batch).
+    fn delete_range(&self, range: (Bound<Vec<u8>>, Bound<Vec<u8>>)) -> Result<(), RaftStorageError> {
+        let mut batch = WriteBatch::new();
+        for item in self.storage.range(Keyspace::Log, range) {
+            batch.delete(item.map_err(read_err)?.0);
+        }
+        self.storage.write(Keyspace::Log, batch).map_err(io_err)
+    }
+}
+
+/// Waits for appends, flushes once for all that are waiting, then acknowledges them in order.
+async fn run_flusher(storage: Arc<dyn Storage>, mut rx: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
+    let mut waiting = Vec::new();
+    while let Some(first) = rx.recv().await {
+        waiting.push(first);
+        while let Ok(next) = rx.try_recv() {
+            waiting.push(next);
+        }
+        let result = flush(&storage).await;
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "log flush failed");
+        }
+        for callback in waiting.drain(..) {
+            callback.log_io_completed(result.clone().map_err(|e| io::Error::other(e.0)));
+        }
+    }
+}
+
+fn index_key(index: u64) -> Vec<u8> {
+    index.to_be_bytes().to_vec()
+}
+
+impl RaftLogReader<TypeConfig> for LogReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, RaftStorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => Bound::Included(index_key(*i)),
+            Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(i) => Bound::Included(index_key(*i)),
+            Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        self.storage
+            .range(Keyspace::Log, (start, end))
+            .map(|item| {
+                let (_, bytes) = item.map_err(read_err)?;
+                codec::decode::<Entry>(&bytes).map_err(read_err)
+            })
+            .collect()
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, RaftStorageError> {
+        LogReader { storage: self.storage.clone() }.try_get_log_entries(range).await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogReader;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, RaftStorageError> {
+        let last_purged_log_id: Option<LogId> = self.read_meta(LAST_PURGED_KEY)?;
+        let last = match self.storage.last(Keyspace::Log).map_err(read_err)? {
+            Some((_, bytes)) => Some(codec::decode::<Entry>(&bytes).map_err(read_err)?.log_id),
+            None => None,
+        };
+        Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        LogReader { storage: self.storage.clone() }
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), RaftStorageError> {
+        self.write_meta(VOTE_KEY, vote)?;
+        // A vote must be durable before it is acted on, or a node could vote twice in one term.
+        flush(&self.storage).await.map_err(|e| StorageIOError::<NodeId>::write_vote(&e).into())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, RaftStorageError> {
+        self.read_meta(VOTE_KEY)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), RaftStorageError> {
+        // Not flushed: losing it only means re-applying from the last applied id, which openraft handles.
+        self.write_meta(COMMITTED_KEY, &committed)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, RaftStorageError> {
+        Ok(self.read_meta::<Option<LogId>>(COMMITTED_KEY)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), RaftStorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = WriteBatch::new();
+        for entry in entries {
+            batch.put(index_key(entry.log_id.index), codec::encode(&entry).map_err(io_err)?);
+        }
+        self.storage.write(Keyspace::Log, batch).map_err(io_err)?;
+        // Acknowledged by the flusher once durable.
+        self.flusher
+            .send(callback)
+            .map_err(|_| io_err(StorageError("log flusher stopped".into())))
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
+        tracing::debug!(from = log_id.index, "truncating log");
+        self.delete_range((Bound::Included(index_key(log_id.index)), Bound::Unbounded))?;
+        flush(&self.storage).await.map_err(io_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
+        tracing::debug!(upto = log_id.index, "purging log");
+        // Record the purge point first: storage persists writes in order, so the marker is never behind the data.
+        self.write_meta(LAST_PURGED_KEY, &log_id)?;
+        self.delete_range((Bound::Unbounded, Bound::Included(index_key(log_id.index))))
+    }
+}

@@ -1,0 +1,300 @@
+//! The replicated state machine: openraft's `RaftStateMachine` over [`Keyspace::State`].
+//!
+//! Commands are applied by a [`CommandApplier`] (the engines layer) into a [`StateTxn`]; the whole `apply` call —
+//! every command's writes, the last applied log id and the membership — is written as one atomic storage batch.
+//! Nothing here is flushed: the log is durable, and after a crash the entries after the stored last-applied id are
+//! applied again.
+//!
+//! Snapshots hold every engine key of the state keyspace. Their contents are captured in `get_snapshot_builder`,
+//! which openraft calls on the state-machine worker between applies, so a snapshot is always consistent with its
+//! last log id even though the builder then runs in a separate task.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::sync::Arc;
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
+use serde::{Deserialize, Serialize};
+
+use super::{codec, Entry, LogId, NodeId, NodeInfo, RaftResponse, RaftStorageError, StoredMembership, TypeConfig};
+use crate::storage::{prefix_successor, Keyspace, Storage, StorageError, WriteBatch};
+
+/// Keys the Raft layer owns inside the state keyspace; engines must not use this prefix.
+const RAFT_PREFIX: &[u8] = b"raft/";
+const APPLIED_KEY: &[u8] = b"raft/applied";
+const MEMBERSHIP_KEY: &[u8] = b"raft/membership";
+const CURRENT_SNAPSHOT_KEY: &[u8] = b"current";
+
+/// Where a command sits, and what the leader stamped on its entry.
+#[derive(Debug, Clone)]
+pub struct ApplyContext<'a> {
+    /// The log id of the entry holding the command.
+    pub log_id: LogId,
+    /// The position of the command within its entry's batch.
+    pub position: usize,
+    /// The accepting leader's wall clock, nanoseconds since the Unix epoch.
+    pub time_unix_nanos: i64,
+    /// The accepting leader's node name.
+    pub proposer: &'a str,
+}
+
+/// Gives commands their meaning. Implemented by the engines layer.
+pub trait CommandApplier: Send + Sync + 'static {
+    /// Applies one command and returns its encoded output.
+    ///
+    /// Must be deterministic (see the module docs of [`crate::raft`]): an invalid command yields an error *output*;
+    /// only a storage failure is returned as `Err`, and stops the node.
+    fn apply(&self, ctx: &ApplyContext<'_>, command: &[u8], txn: &mut StateTxn<'_>) -> Result<Vec<u8>, StorageError>;
+}
+
+/// Pending writes of one `apply` call over the state keyspace, readable before they are committed.
+pub struct StateTxn<'a> {
+    storage: &'a dyn Storage,
+    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<'a> StateTxn<'a> {
+    fn new(storage: &'a dyn Storage) -> Self {
+        StateTxn { storage, pending: BTreeMap::new() }
+    }
+
+    /// Reads a key, seeing this transaction's own writes.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        match self.pending.get(key) {
+            Some(value) => Ok(value.clone()),
+            None => self.storage.get(Keyspace::State, key),
+        }
+    }
+
+    /// Sets a key.
+    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        let key = key.into();
+        debug_assert!(!key.starts_with(RAFT_PREFIX), "engines may not write raft/ keys");
+        self.pending.insert(key, Some(value.into()));
+    }
+
+    /// Removes a key.
+    pub fn delete(&mut self, key: impl Into<Vec<u8>>) {
+        self.pending.insert(key.into(), None);
+    }
+
+    /// Lists the entries under `prefix`, in key order, seeing this transaction's own writes.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for item in self.storage.scan_prefix(Keyspace::State, prefix) {
+            let (k, v) = item?;
+            merged.insert(k, v);
+        }
+        let end = prefix_successor(prefix);
+        let pending = self.pending.range(prefix.to_vec()..).take_while(|(k, _)| match &end {
+            Some(end) => k.as_slice() < end.as_slice(),
+            None => true,
+        });
+        for (k, v) in pending {
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        Ok(merged.into_iter().collect())
+    }
+
+    fn into_batch(self) -> WriteBatch {
+        let mut batch = WriteBatch::new();
+        for (k, v) in self.pending {
+            match v {
+                Some(v) => batch.put(k, v),
+                None => batch.delete(k),
+            }
+        }
+        batch
+    }
+}
+
+/// The serialized form of a snapshot's data: every engine key and value.
+#[derive(Serialize, Deserialize)]
+struct SnapshotContents {
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A snapshot as kept in [`Keyspace::Snapshot`].
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, NodeInfo>,
+    data: Vec<u8>,
+}
+
+/// The state machine of one node.
+pub struct StateMachine {
+    storage: Arc<dyn Storage>,
+    applier: Arc<dyn CommandApplier>,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+fn sm_read_err(e: StorageError) -> RaftStorageError {
+    StorageIOError::<NodeId>::read_state_machine(&e).into()
+}
+
+fn sm_write_err(e: StorageError) -> RaftStorageError {
+    StorageIOError::<NodeId>::write_state_machine(&e).into()
+}
+
+impl StateMachine {
+    /// Opens the state machine stored in `storage`.
+    pub fn open(storage: Arc<dyn Storage>, applier: Arc<dyn CommandApplier>) -> Result<Self, StorageError> {
+        let last_applied = match storage.get(Keyspace::State, APPLIED_KEY)? {
+            Some(bytes) => codec::decode(&bytes)?,
+            None => None,
+        };
+        let membership = match storage.get(Keyspace::State, MEMBERSHIP_KEY)? {
+            Some(bytes) => codec::decode(&bytes)?,
+            None => StoredMembership::default(),
+        };
+        Ok(StateMachine { storage, applier, last_applied, membership })
+    }
+
+    fn apply_entries(&mut self, entries: impl Iterator<Item = Entry>) -> Result<Vec<RaftResponse>, StorageError> {
+        let mut txn = StateTxn::new(self.storage.as_ref());
+        let mut responses = Vec::new();
+        let mut last_applied = self.last_applied;
+        let mut membership = self.membership.clone();
+        for entry in entries {
+            last_applied = Some(entry.log_id);
+            let mut response = RaftResponse::default();
+            match entry.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Normal(request) => {
+                    for (position, command) in request.commands.iter().enumerate() {
+                        let ctx = ApplyContext {
+                            log_id: entry.log_id,
+                            position,
+                            time_unix_nanos: request.time_unix_nanos,
+                            proposer: &request.proposer,
+                        };
+                        response.outputs.push(self.applier.apply(&ctx, command, &mut txn)?);
+                    }
+                }
+                EntryPayload::Membership(m) => membership = StoredMembership::new(Some(entry.log_id), m),
+            }
+            responses.push(response);
+        }
+        let mut batch = txn.into_batch();
+        batch.put(APPLIED_KEY, codec::encode(&last_applied)?);
+        batch.put(MEMBERSHIP_KEY, codec::encode(&membership)?);
+        self.storage.write(Keyspace::State, batch)?;
+        self.last_applied = last_applied;
+        self.membership = membership;
+        Ok(responses)
+    }
+
+    /// Replaces the whole state with a snapshot's, atomically, and keeps the snapshot.
+    fn install(&mut self, meta: &SnapshotMeta<NodeId, NodeInfo>, data: Vec<u8>) -> Result<(), StorageError> {
+        let contents: SnapshotContents = codec::decode(&data)?;
+        let mut batch = WriteBatch::new();
+        for item in self.storage.scan_prefix(Keyspace::State, b"") {
+            batch.delete(item?.0);
+        }
+        for (k, v) in contents.entries {
+            batch.put(k, v);
+        }
+        batch.put(APPLIED_KEY, codec::encode(&meta.last_log_id)?);
+        batch.put(MEMBERSHIP_KEY, codec::encode(&meta.last_membership)?);
+        // A batch applies its operations in order, so the inserts win over the deletes of the same keys.
+        self.storage.write(Keyspace::State, batch)?;
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        self.storage.put(Keyspace::Snapshot, CURRENT_SNAPSHOT_KEY, &codec::encode(&stored)?)?;
+        self.storage.flush()?;
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        Ok(())
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), RaftStorageError> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<RaftResponse>, RaftStorageError>
+    where
+        I: IntoIterator<Item = Entry> + openraft::OptionalSend,
+        I::IntoIter: openraft::OptionalSend,
+    {
+        self.apply_entries(entries.into_iter()).map_err(sm_write_err)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        // Capture the state now, between applies; see the module docs.
+        let entries: Result<Vec<_>, _> = self
+            .storage
+            .scan_prefix(Keyspace::State, b"")
+            .filter(|item| !matches!(item, Ok((k, _)) if k.starts_with(RAFT_PREFIX)))
+            .collect();
+        SnapshotBuilder {
+            storage: self.storage.clone(),
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
+            entries,
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, RaftStorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, NodeInfo>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), RaftStorageError> {
+        tracing::info!(snapshot = %meta.snapshot_id, "installing snapshot");
+        let storage_err = |e: StorageError| StorageIOError::<NodeId>::write_snapshot(Some(meta.signature()), &e);
+        let data = snapshot.into_inner();
+        // Rare and bounded by the snapshot size: done inline on the state-machine worker, which must wait anyway.
+        self.install(meta, data).map_err(|e| storage_err(e).into())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
+        let Some(bytes) = self.storage.get(Keyspace::Snapshot, CURRENT_SNAPSHOT_KEY).map_err(sm_read_err)? else {
+            return Ok(None);
+        };
+        let stored: StoredSnapshot = codec::decode(&bytes).map_err(sm_read_err)?;
+        Ok(Some(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
+    }
+}
+
+/// Builds a snapshot from state captured by [`StateMachine::get_snapshot_builder`].
+pub struct SnapshotBuilder {
+    storage: Arc<dyn Storage>,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    entries: Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
+        let entries = std::mem::replace(&mut self.entries, Ok(Vec::new())).map_err(sm_read_err)?;
+        let data = codec::encode(&SnapshotContents { entries }).map_err(sm_read_err)?;
+        let snapshot_id = match self.last_applied {
+            Some(last) => format!("{}-{}-{}", last.leader_id, last.index, uuid::Uuid::new_v4().simple()),
+            None => format!("empty-{}", uuid::Uuid::new_v4().simple()),
+        };
+        let meta = SnapshotMeta { last_log_id: self.last_applied, last_membership: self.membership.clone(), snapshot_id };
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        let bytes = codec::encode(&stored).map_err(sm_write_err)?;
+        let storage = self.storage.clone();
+        tokio::task::spawn_blocking(move || {
+            storage.put(Keyspace::Snapshot, CURRENT_SNAPSHOT_KEY, &bytes)?;
+            storage.flush()
+        })
+        .await
+        .map_err(|e| sm_write_err(StorageError(e.to_string())))?
+        .map_err(sm_write_err)?;
+        tracing::info!(snapshot = %meta.snapshot_id, "built snapshot");
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
+    }
+}

@@ -1,0 +1,76 @@
+//! The server side of the cluster transport, listening on `cluster_address`.
+//!
+//! Three routes, `POST /raft/{append,vote,snapshot}`, each taking a bincode request and answering 200 with a bincode
+//! `Result` from the local Raft. Before anything is decoded the request must carry the cluster secret: without it
+//! the answer is 401 (or 503 while this node has no secret yet because it has not joined a cluster). A body that
+//! does not decode is 400 and never reaches Raft.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::network::{ClusterSecret, SECRET_HEADER};
+use super::{codec, Raft};
+
+/// Largest accepted RPC body. Append batches are capped well below it (see `RaftSettings`).
+const MAX_RPC_BODY: usize = 64 * 1024 * 1024;
+
+#[derive(Clone)]
+struct TransportState {
+    raft: Raft,
+    secret: ClusterSecret,
+}
+
+/// The cluster-port router.
+pub fn router(raft: Raft, secret: ClusterSecret) -> Router {
+    Router::new()
+        .route("/raft/append", post(append))
+        .route("/raft/vote", post(vote))
+        .route("/raft/snapshot", post(snapshot))
+        .layer(DefaultBodyLimit::max(MAX_RPC_BODY))
+        .with_state(TransportState { raft, secret })
+}
+
+/// Checks the secret, decodes the body; the error is the HTTP answer to give instead.
+fn admit<T: DeserializeOwned>(state: &TransportState, headers: &HeaderMap, body: &[u8]) -> Result<T, Response> {
+    if state.secret.get().is_none() {
+        return Err((StatusCode::SERVICE_UNAVAILABLE, "this node has not joined a cluster").into_response());
+    }
+    let presented = headers.get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+    if !state.secret.matches(presented) {
+        return Err((StatusCode::UNAUTHORIZED, "missing or wrong cluster secret").into_response());
+    }
+    codec::decode(body).map_err(|e| (StatusCode::BAD_REQUEST, format!("malformed RPC body: {e}")).into_response())
+}
+
+fn reply<T: Serialize>(value: &T) -> Response {
+    match codec::encode(value) {
+        Ok(bytes) => (StatusCode::OK, bytes).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn append(State(state): State<TransportState>, headers: HeaderMap, body: Bytes) -> Response {
+    match admit(&state, &headers, &body) {
+        Ok(rpc) => reply(&state.raft.append_entries(rpc).await),
+        Err(response) => response,
+    }
+}
+
+async fn vote(State(state): State<TransportState>, headers: HeaderMap, body: Bytes) -> Response {
+    match admit(&state, &headers, &body) {
+        Ok(rpc) => reply(&state.raft.vote(rpc).await),
+        Err(response) => response,
+    }
+}
+
+async fn snapshot(State(state): State<TransportState>, headers: HeaderMap, body: Bytes) -> Response {
+    match admit(&state, &headers, &body) {
+        Ok(rpc) => reply(&state.raft.install_snapshot(rpc).await),
+        Err(response) => response,
+    }
+}
