@@ -208,9 +208,11 @@ impl RaftNode {
         self.raft.wait(Some(timeout)).applied_index_at_least(Some(index), "read your writes").await.is_ok()
     }
 
-    /// True once this node belongs to a cluster (it initialized one, or joined and received its log).
-    pub async fn is_initialized(&self) -> bool {
-        self.raft.is_initialized().await.unwrap_or(false)
+    /// True once this node belongs to a cluster (it initialized one, or joined and received the membership).
+    ///
+    /// Read from the metrics (no round trip to the Raft core), so it is cheap enough to check on every request.
+    pub fn is_initialized(&self) -> bool {
+        self.raft.metrics().borrow().membership_config.membership().nodes().next().is_some()
     }
 
     /// Makes this node a one-member cluster and waits until it leads it.

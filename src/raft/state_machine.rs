@@ -43,20 +43,46 @@ pub struct ApplyContext<'a> {
 pub trait CommandApplier: Send + Sync + 'static {
     /// Applies one command and returns its encoded output.
     ///
-    /// Must be deterministic (see the module docs of [`crate::raft`]): an invalid command yields an error *output*;
-    /// only a storage failure is returned as `Err`, and stops the node.
+    /// Must be deterministic (see the module docs of [`crate::raft`]): an invalid command yields an error *output*
+    /// (call [`StateTxn::rollback_command`] so none of its writes remain); only a storage failure is returned as
+    /// `Err`, and stops the node.
     fn apply(&self, ctx: &ApplyContext<'_>, command: &[u8], txn: &mut StateTxn<'_>) -> Result<Vec<u8>, StorageError>;
 }
 
 /// Pending writes of one `apply` call over the state keyspace, readable before they are committed.
+///
+/// Commands are atomic within it: [`StateTxn::rollback_command`] undoes every write since the current command
+/// began, so a command that fails halfway leaves nothing behind.
 pub struct StateTxn<'a> {
     storage: &'a dyn Storage,
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// For each write of the current command: the key and its previous pending entry (`None` = none).
+    undo: Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>,
 }
 
 impl<'a> StateTxn<'a> {
     fn new(storage: &'a dyn Storage) -> Self {
-        StateTxn { storage, pending: BTreeMap::new() }
+        StateTxn { storage, pending: BTreeMap::new(), undo: Vec::new() }
+    }
+
+    /// Starts a new command: its writes can be rolled back until the next call.
+    fn begin_command(&mut self) {
+        self.undo.clear();
+    }
+
+    /// Undoes every write of the current command.
+    pub fn rollback_command(&mut self) {
+        while let Some((key, previous)) = self.undo.pop() {
+            match previous {
+                Some(value) => self.pending.insert(key, value),
+                None => self.pending.remove(&key),
+            };
+        }
+    }
+
+    fn record(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        let previous = self.pending.insert(key.clone(), value);
+        self.undo.push((key, previous));
     }
 
     /// Reads a key, seeing this transaction's own writes.
@@ -71,12 +97,12 @@ impl<'a> StateTxn<'a> {
     pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
         let key = key.into();
         debug_assert!(!key.starts_with(RAFT_PREFIX), "engines may not write raft/ keys");
-        self.pending.insert(key, Some(value.into()));
+        self.record(key, Some(value.into()));
     }
 
     /// Removes a key.
     pub fn delete(&mut self, key: impl Into<Vec<u8>>) {
-        self.pending.insert(key.into(), None);
+        self.record(key.into(), None);
     }
 
     /// Lists the entries under `prefix`, in key order, seeing this transaction's own writes.
@@ -173,6 +199,7 @@ impl StateMachine {
                             time_unix_nanos: request.time_unix_nanos,
                             proposer: &request.proposer,
                         };
+                        txn.begin_command();
                         response.outputs.push(self.applier.apply(&ctx, command, &mut txn)?);
                     }
                 }
@@ -296,5 +323,39 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         .map_err(sm_write_err)?;
         tracing::info!(snapshot = %meta.snapshot_id, "built snapshot");
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::SledStorage;
+
+    #[test]
+    fn txn_reads_its_writes_scans_merged_and_rolls_back_one_command() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = SledStorage::open(dir.path()).expect("open");
+        storage.put(Keyspace::State, b"a/1", b"stored").expect("put");
+        storage.put(Keyspace::State, b"a/2", b"stored").expect("put");
+        let mut txn = StateTxn::new(&storage);
+
+        txn.begin_command();
+        txn.put(b"a/3".to_vec(), b"new".to_vec());
+        txn.delete(b"a/1".to_vec());
+        assert_eq!(txn.get(b"a/1").expect("get"), None);
+        let keys: Vec<_> = txn.scan_prefix(b"a/").expect("scan").into_iter().map(|kv| kv.0).collect();
+        assert_eq!(keys, vec![b"a/2".to_vec(), b"a/3".to_vec()]);
+
+        txn.begin_command();
+        txn.put(b"a/2".to_vec(), b"overwritten".to_vec());
+        txn.put(b"a/4".to_vec(), b"x".to_vec());
+        txn.delete(b"a/3".to_vec());
+        txn.rollback_command();
+
+        assert_eq!(txn.get(b"a/2").expect("get"), Some(b"stored".to_vec()));
+        assert_eq!(txn.get(b"a/3").expect("get"), Some(b"new".to_vec()));
+        assert_eq!(txn.get(b"a/4").expect("get"), None);
+        let batch = txn.into_batch().into_ops();
+        assert_eq!(batch, vec![(b"a/1".to_vec(), None), (b"a/3".to_vec(), Some(b"new".to_vec()))]);
     }
 }

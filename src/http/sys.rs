@@ -1,0 +1,379 @@
+//! `sys/*` endpoints: health, leader, init, Raft membership, mounts; and the token self-lookup.
+
+use std::collections::BTreeMap;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http_body_util::{BodyExt, Full};
+use serde_json::{json, Map, Value};
+
+use super::error::ApiError;
+use super::forward::{no_content, with_index};
+use super::request::{optional_string, parse_bool, required_string, Operation, VaultRequest};
+use super::{envelope, Api};
+use crate::engines::tokens::TokenEntry;
+use crate::engines::{cluster, mounts, Command, Error, MountEntry, Result};
+use crate::raft::{NodeInfo, Role};
+
+/// Vault-compatible version string reported by health.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// `GET|HEAD /v1/sys/health`: status code by role, with Vault's query overrides.
+pub fn health(api: &Api, req: &VaultRequest) -> std::result::Result<Response, ApiError> {
+    let code = |name: &str, default: u16| -> std::result::Result<u16, ApiError> {
+        match req.query_param(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<u16>()
+                .ok()
+                .filter(|c| (100..=599).contains(c))
+                .ok_or_else(|| ApiError::bad_request(format!("invalid value for {name:?}: {v:?} is not a status code"))),
+        }
+    };
+    let flag = |name: &str| req.query_param(name).map(|v| parse_bool(name, v)).transpose().map(|b| b.unwrap_or(false));
+    let standby_ok = flag("standbyok")?;
+    let perf_standby_ok = flag("perfstandbyok")?;
+    let active_code = code("activecode", 200)?;
+    let standby_code = code("standbycode", 429)?;
+    let perf_standby_code = code("performancestandbycode", 473)?;
+    let uninit_code = code("uninitcode", 501)?;
+    let sealed_code = code("sealedcode", 503)?;
+
+    let node = api.node();
+    let initialized = node.is_initialized();
+    let role = node.role();
+    let leader_known = node.leader().is_some();
+    let standby = role != Role::Leader;
+    let perf_standby = standby && api.performance_standby;
+    let status = if !initialized {
+        uninit_code
+    } else if !leader_known {
+        // No active node: nothing can be written, as when Vault is sealed.
+        sealed_code
+    } else if perf_standby {
+        if perf_standby_ok { active_code } else { perf_standby_code }
+    } else if standby {
+        if standby_ok { active_code } else { standby_code }
+    } else {
+        active_code
+    };
+    let record = cluster::record(&api.engines.state()).ok().flatten();
+    let body = json!({
+        "initialized": initialized,
+        "sealed": false,
+        "standby": standby,
+        "performance_standby": perf_standby,
+        "replication_performance_mode": "disabled",
+        "replication_dr_mode": "disabled",
+        "server_time_utc": chrono::Utc::now().timestamp(),
+        "version": VERSION,
+        "enterprise": false,
+        "cluster_name": record.as_ref().map(|r| r.cluster_name.clone()).unwrap_or_default(),
+        "cluster_id": record.as_ref().map(|r| r.cluster_id.clone()).unwrap_or_default(),
+        "echo_duration_ms": 0,
+        "clock_skew_ms": 0,
+    });
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    Ok((status, Json(body)).into_response())
+}
+
+/// `GET /v1/sys/leader`.
+pub async fn leader(api: &Api) -> std::result::Result<Response, ApiError> {
+    let node = api.node();
+    let leader = node.leader();
+    let is_self = leader.as_ref().is_some_and(|(id, _)| *id == node.id);
+    let (leader_address, leader_cluster_address) =
+        leader.map(|(_, info)| (info.api_addr, info.cluster_addr)).unwrap_or_default();
+    Ok(Json(json!({
+        "ha_enabled": true,
+        "is_self": is_self,
+        "active_time": "0001-01-01T00:00:00Z",
+        "leader_address": leader_address,
+        "leader_cluster_address": leader_cluster_address,
+        "performance_standby": !is_self && api.performance_standby && node.is_initialized(),
+        "performance_standby_last_remote_wal": 0,
+        "raft_committed_index": node.committed_index().await,
+        "raft_applied_index": node.applied_index(),
+    }))
+    .into_response())
+}
+
+/// `GET /v1/sys/init`.
+pub fn init_status(api: &Api) -> std::result::Result<Response, ApiError> {
+    Ok(Json(json!({ "initialized": api.node().is_initialized() })).into_response())
+}
+
+/// `PUT /v1/sys/init`: initializes a brand-new cluster on this node; returns the root token once.
+pub async fn init(api: &Api, req: &VaultRequest) -> std::result::Result<Response, ApiError> {
+    // Vault's unseal-key parameters are accepted and ignored: Vigil has no seal (yet), so there are no keys.
+    req.json_body()?;
+    let _guard = api.membership_lock.lock().await;
+    let root_token = cluster::initialize(&api.engines, None).await?;
+    tracing::info!("cluster initialized on this node");
+    Ok(Json(json!({ "keys": [], "keys_base64": [], "root_token": root_token })).into_response())
+}
+
+/// `POST /v1/sys/storage/raft/join` on a node not yet in a cluster: joins through `leader_api_addr`.
+pub async fn join(api: &Api, req: &VaultRequest) -> std::result::Result<Response, ApiError> {
+    let body = req.json_body()?;
+    let leader_api_addr = required_string(&body, "leader_api_addr")?;
+    let token = req.token().ok_or_else(ApiError::permission_denied)?;
+    join_cluster(api, leader_api_addr.trim_end_matches('/'), token).await?;
+    Ok(Json(json!({ "joined": true })).into_response())
+}
+
+/// Joins the cluster that `leader_api_addr` belongs to, authenticating with `token`.
+///
+/// The leader (reached directly or through a follower) checks the token, adds this node as a learner and returns
+/// the cluster secret, which this node stores before the leader's replication can reach it.
+pub async fn join_cluster(api: &Api, leader_api_addr: &str, token: &str) -> std::result::Result<(), ApiError> {
+    let _guard = api.membership_lock.lock().await;
+    let node = api.node();
+    if node.is_initialized() {
+        return Err(ApiError::bad_request("this node is already part of a cluster"));
+    }
+    if leader_api_addr == node.info.api_addr {
+        return Err(ApiError::bad_request("a node cannot join itself: give another member's api address"));
+    }
+    let body = json!({
+        "node_id": node.info.name,
+        "api_addr": node.info.api_addr,
+        "cluster_addr": node.info.cluster_addr,
+    });
+    let request = hyper::Request::post(format!("{leader_api_addr}/v1/sys/storage/raft/bootstrap/join"))
+        .header("x-vault-token", token)
+        .header("content-type", "application/json")
+        .body(Full::new(axum::body::Bytes::from(body.to_string())))
+        .map_err(|e| ApiError::bad_request(format!("invalid leader_api_addr {leader_api_addr:?}: {e}")))?;
+    let exchange = async {
+        let response = api.forwarder.client().request(request).await.map_err(|e| {
+            ApiError::unavailable(format!("cannot reach the leader at {leader_api_addr}: {e}"))
+        })?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await.map_err(|e| ApiError::unavailable(e.to_string()))?;
+        Ok::<_, ApiError>((status, bytes.to_bytes()))
+    };
+    let (status, bytes) = tokio::time::timeout(std::time::Duration::from_secs(30), exchange)
+        .await
+        .map_err(|_| ApiError::unavailable(format!("the leader at {leader_api_addr} did not answer within 30s")))??;
+    let reply: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if !status.is_success() {
+        let errors = reply["errors"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|e| e.as_str().map(str::to_string)).collect())
+            .unwrap_or_else(|| vec![format!("the leader answered {status}")]);
+        return Err(ApiError { status, errors });
+    }
+    let Some(secret) = reply["data"]["cluster_secret"].as_str() else {
+        return Err(ApiError::unavailable("the leader's join answer has no cluster secret"));
+    };
+    node.set_secret(secret.to_string()).await.map_err(|e| ApiError::from(Error::from(e)))?;
+    tracing::info!(leader = leader_api_addr, "joined the cluster; waiting for replication");
+    Ok(())
+}
+
+/// Authenticated `sys/*` and `auth/*` endpoints.
+pub async fn handle(api: &Api, req: &VaultRequest, token: &TokenEntry) -> Result<Response> {
+    // Only root tokens exist so far; policies come with the ACL layer.
+    if !token.is_root() {
+        return Err(Error::PermissionDenied);
+    }
+    let path = req.path.trim_end_matches('/');
+    match (path, req.op) {
+        ("sys/mounts", Operation::Read) => list_mounts(api),
+        (p, op) if p.starts_with("sys/mounts/") => {
+            let mount_path = mounts::normalize_path(&p["sys/mounts/".len()..])?;
+            match op {
+                Operation::Read => read_mount(api, &mount_path),
+                Operation::Update => create_mount(api, req, &mount_path).await,
+                Operation::Delete => {
+                    let executed = api.engines.execute(&Command::Unmount { path: mount_path }).await?;
+                    Ok(no_content(executed.log_index))
+                }
+                _ => Err(unsupported()),
+            }
+        }
+        ("sys/storage/raft/configuration", Operation::Read) => Ok(raft_configuration(api)),
+        ("sys/storage/raft/remove-peer", Operation::Update) => {
+            let body = req.json_body().map_err(api_to_engine)?;
+            let server_id = required_string(&body, "server_id").map_err(api_to_engine)?;
+            api.node().remove_member(&server_id).await?;
+            tracing::info!(server_id, "removed peer");
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        ("sys/storage/raft/bootstrap/join", Operation::Update) => bootstrap_join(api, req).await,
+        ("auth/token/lookup-self", Operation::Read | Operation::Update) => Ok(lookup_self(req, token)),
+        _ => Err(Error::NoRoute(req.path.clone())),
+    }
+}
+
+fn unsupported() -> Error {
+    Error::UnsupportedOperation("unsupported operation".into())
+}
+
+fn api_to_engine(e: ApiError) -> Error {
+    Error::BadRequest(e.errors.join("; "))
+}
+
+/// Leader side of a join: checks the new member's addresses, adds it as a learner, hands over the secret.
+async fn bootstrap_join(api: &Api, req: &VaultRequest) -> Result<Response> {
+    let body = req.json_body().map_err(api_to_engine)?;
+    let field = |name: &str| required_string(&body, name).map_err(api_to_engine);
+    let info = NodeInfo { name: field("node_id")?, api_addr: field("api_addr")?, cluster_addr: field("cluster_addr")? };
+    for addr in [&info.api_addr, &info.cluster_addr] {
+        if !(addr.starts_with("http://") || addr.starts_with("https://")) {
+            return Err(Error::BadRequest(format!("invalid address {addr:?}: expected http://host:port")));
+        }
+    }
+    let secret = api.node().secret().get().ok_or_else(|| Error::Unavailable("this node has no cluster secret".into()))?;
+    api.node().add_learner(info.clone()).await?;
+    tracing::info!(node = %info, "added learner");
+    Ok(Json(envelope(json!({ "cluster_secret": secret }), 0, "")).into_response())
+}
+
+fn raft_configuration(api: &Api) -> Response {
+    let node = api.node();
+    let leader = node.leader().map(|(id, _)| id);
+    let servers: Vec<Value> = node
+        .members()
+        .into_iter()
+        .map(|m| {
+            let address = m.info.cluster_addr.split_once("://").map(|(_, a)| a).unwrap_or(&m.info.cluster_addr);
+            json!({
+                "node_id": m.info.name,
+                "address": address,
+                "leader": Some(m.id) == leader,
+                "voter": m.voter,
+                "protocol_version": "3",
+            })
+        })
+        .collect();
+    let index = node.metrics().membership_config.log_id().map(|l| l.index).unwrap_or(0);
+    Json(envelope(json!({ "config": { "index": index, "servers": servers } }), 0, "system")).into_response()
+}
+
+fn mount_json(entry: &MountEntry) -> Value {
+    json!({
+        "accessor": entry.accessor,
+        "config": { "default_lease_ttl": 0, "force_no_cache": false, "max_lease_ttl": 0 },
+        "description": entry.description,
+        "external_entropy_access": false,
+        "local": false,
+        "options": if entry.options.is_empty() { Value::Null } else { json!(entry.options) },
+        "plugin_version": "",
+        "running_plugin_version": format!("v{VERSION}+builtin.vigil"),
+        "running_sha256": "",
+        "seal_wrap": false,
+        "type": entry.engine_type,
+        "uuid": entry.uuid,
+    })
+}
+
+fn list_mounts(api: &Api) -> Result<Response> {
+    let state = api.engines.state();
+    let mut data = Map::new();
+    for entry in mounts::list(&state)? {
+        data.insert(entry.path.clone(), mount_json(&entry));
+    }
+    let cluster_id = cluster::record(&state)?.map(|r| r.cluster_id).unwrap_or_default();
+    data.insert(
+        "sys/".into(),
+        json!({
+            "accessor": format!("system_{}", cluster_id.get(..8).unwrap_or("00000000")),
+            "config": { "default_lease_ttl": 0, "force_no_cache": false, "max_lease_ttl": 0 },
+            "description": "system endpoints used for control, policy and debugging",
+            "external_entropy_access": false,
+            "local": false,
+            "options": null,
+            "plugin_version": "",
+            "running_plugin_version": format!("v{VERSION}+builtin.vigil"),
+            "running_sha256": "",
+            "seal_wrap": true,
+            "type": "system",
+            "uuid": cluster_id,
+        }),
+    );
+    // Vault answers with the mounts both at the top level (legacy) and under `data`.
+    let mut body = envelope(Value::Object(data.clone()), 0, "system");
+    if let Value::Object(top) = &mut body {
+        for (k, v) in data {
+            top.insert(k, v);
+        }
+    }
+    Ok(Json(body).into_response())
+}
+
+fn read_mount(api: &Api, path: &str) -> Result<Response> {
+    let entry = mounts::get(&api.engines.state(), path)?
+        .ok_or_else(|| Error::BadRequest(format!("No secret engine mount at {path}")))?;
+    Ok(Json(envelope(mount_json(&entry), 0, "system")).into_response())
+}
+
+async fn create_mount(api: &Api, req: &VaultRequest, path: &str) -> Result<Response> {
+    let body = req.json_body().map_err(api_to_engine)?;
+    let engine_type = required_string(&body, "type").map_err(api_to_engine)?;
+    let description = optional_string(&body, "description").map_err(api_to_engine)?.unwrap_or_default();
+    let mut options = BTreeMap::new();
+    match body.get("options") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            for (k, v) in map {
+                let value = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    _ => return Err(Error::BadRequest(format!("option {k:?} must be a string"))),
+                };
+                options.insert(k.clone(), value);
+            }
+        }
+        Some(_) => return Err(Error::BadRequest("field \"options\" must be an object".into())),
+    }
+    if let Some(config) = body.get("config") {
+        if !(config.is_object() || config.is_null()) {
+            return Err(Error::BadRequest("field \"config\" must be an object".into()));
+        }
+    }
+    let version = match engine_type.as_str() {
+        "kv" => options.get("version").map(String::as_str).unwrap_or("1").to_string(),
+        "kv-v2" => "2".to_string(),
+        other => return Err(Error::BadRequest(format!("plugin not found in the catalog: {other}"))),
+    };
+    match version.as_str() {
+        "" | "1" => {}
+        "2" => {
+            return Err(Error::BadRequest(
+                "kv version 2 is not supported yet: mount kv with options.version \"1\"".into(),
+            ))
+        }
+        other => return Err(Error::BadRequest(format!("invalid kv version {other:?}: expected \"1\" or \"2\""))),
+    }
+    options.insert("version".into(), "1".into());
+    let entry = MountEntry::new(path, "kv", &description, options);
+    let executed = api.engines.execute(&Command::Mount(entry)).await?;
+    Ok(no_content(executed.log_index))
+}
+
+fn lookup_self(req: &VaultRequest, token: &TokenEntry) -> Response {
+    let created = chrono::DateTime::from_timestamp_nanos(token.created_unix_nanos);
+    let data = json!({
+        "accessor": token.accessor,
+        "creation_time": created.timestamp(),
+        "creation_ttl": 0,
+        "display_name": token.display_name,
+        "entity_id": "",
+        "expire_time": null,
+        "explicit_max_ttl": 0,
+        "id": req.token().unwrap_or_default(),
+        "issue_time": created.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        "meta": null,
+        "num_uses": 0,
+        "orphan": true,
+        "path": "auth/token/root",
+        "policies": token.policies,
+        "renewable": false,
+        "ttl": 0,
+        "type": "service",
+    });
+    with_index(Json(envelope(data, 0, "token")).into_response(), 0)
+}
