@@ -184,9 +184,11 @@ fn apply_command(
     txn: &mut StateTxn<'_>,
 ) -> std::result::Result<std::result::Result<Output, ApplyError>, StorageError> {
     match command {
-        Command::Initialize { cluster, root_token, mounts } => {
-            cluster::apply_initialize(txn, &cluster, &root_token, &mounts)
-        }
+        Command::Initialize {
+            cluster,
+            root_token,
+            mounts,
+        } => cluster::apply_initialize(txn, &cluster, &root_token, &mounts),
         Command::Mount(entry) => mounts::apply_mount(txn, &entry),
         Command::Unmount { path } => mounts::apply_unmount(txn, &path),
         Command::KvPut { mount, key, value } => kv::apply_put(txn, &mount, &key, value),
@@ -227,7 +229,10 @@ impl Engines {
             )),
         })?;
         let result: std::result::Result<Output, ApplyError> = codec::decode(&applied.output)?;
-        Ok(Executed { output: result?, log_index: applied.log_index })
+        Ok(Executed {
+            output: result?,
+            log_index: applied.log_index,
+        })
     }
 }
 
@@ -237,7 +242,9 @@ pub(crate) fn decode_stored<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Res
 }
 
 /// Parses `bytes` as a JSON object; anything else is an error naming what was found.
-pub(crate) fn decode_json_object(bytes: &[u8]) -> std::result::Result<serde_json::Map<String, serde_json::Value>, String> {
+pub(crate) fn decode_json_object(
+    bytes: &[u8],
+) -> std::result::Result<serde_json::Map<String, serde_json::Value>, String> {
     use serde_json::Value;
     match serde_json::from_slice::<Value>(bytes).map_err(|e| e.to_string())? {
         Value::Object(map) => Ok(map),

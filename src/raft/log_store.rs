@@ -134,7 +134,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, RaftStorageError> {
-        LogReader { storage: self.storage.clone() }.try_get_log_entries(range).await
+        LogReader {
+            storage: self.storage.clone(),
+        }
+        .try_get_log_entries(range)
+        .await
     }
 }
 
@@ -147,17 +151,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some((_, bytes)) => Some(codec::decode::<Entry>(&bytes).map_err(read_err)?.log_id),
             None => None,
         };
-        Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id: last.or(last_purged_log_id),
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
-        LogReader { storage: self.storage.clone() }
+        LogReader {
+            storage: self.storage.clone(),
+        }
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), RaftStorageError> {
         self.write_meta(VOTE_KEY, vote)?;
         // A vote must be durable before it is acted on, or a node could vote twice in one term.
-        flush(&self.storage).await.map_err(|e| StorageIOError::<NodeId>::write_vote(&e).into())
+        flush(&self.storage)
+            .await
+            .map_err(|e| StorageIOError::<NodeId>::write_vote(&e).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, RaftStorageError> {

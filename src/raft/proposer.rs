@@ -68,7 +68,10 @@ impl Proposer {
     /// Submits `command` and waits until it is applied on this node (or fails).
     pub async fn propose(&self, command: Vec<u8>) -> Result<Applied, ProposeError> {
         let (reply, rx) = oneshot::channel();
-        self.queue.send(Proposal { command, reply }).await.map_err(|_| ProposeError::ShuttingDown)?;
+        self.queue
+            .send(Proposal { command, reply })
+            .await
+            .map_err(|_| ProposeError::ShuttingDown)?;
         rx.await.unwrap_or(Err(ProposeError::ShuttingDown))
     }
 }
@@ -78,7 +81,9 @@ async fn run(raft: Raft, node_name: String, mut queue: mpsc::Receiver<Proposal>)
     let mut carry: Option<Proposal> = None;
     loop {
         // Wait for a free slot first: while all slots are busy, proposals accumulate into the next batch.
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
         let first = match carry.take() {
             Some(p) => p,
             None => match queue.recv().await {
@@ -116,7 +121,11 @@ async fn submit(raft: &Raft, proposer: String, batch: Vec<Proposal>) {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or(0);
-    let request = RaftRequest { time_unix_nanos, proposer, commands };
+    let request = RaftRequest {
+        time_unix_nanos,
+        proposer,
+        commands,
+    };
     match raft.client_write(request).await {
         Ok(response) => {
             let log_index = response.log_id.index;
@@ -124,7 +133,9 @@ async fn submit(raft: &Raft, proposer: String, batch: Vec<Proposal>) {
             for reply in replies {
                 let result = match outputs.next() {
                     Some(output) => Ok(Applied { output, log_index }),
-                    None => Err(ProposeError::Unknown("the state machine returned too few outputs".into())),
+                    None => Err(ProposeError::Unknown(
+                        "the state machine returned too few outputs".into(),
+                    )),
                 };
                 let _ = reply.send(result);
             }

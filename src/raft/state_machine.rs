@@ -18,7 +18,7 @@ use openraft::{EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
 use serde::{Deserialize, Serialize};
 
 use super::{codec, Entry, LogId, NodeId, NodeInfo, RaftResponse, RaftStorageError, StoredMembership, TypeConfig};
-use crate::storage::{prefix_successor, Keyspace, Storage, StorageError, WriteBatch};
+use crate::storage::{prefix_successor, KeyValue, Keyspace, Storage, StorageError, WriteBatch};
 
 /// Keys the Raft layer owns inside the state keyspace; engines must not use this prefix.
 const RAFT_PREFIX: &[u8] = b"raft/";
@@ -49,6 +49,9 @@ pub trait CommandApplier: Send + Sync + 'static {
     fn apply(&self, ctx: &ApplyContext<'_>, command: &[u8], txn: &mut StateTxn<'_>) -> Result<Vec<u8>, StorageError>;
 }
 
+/// A key written by the current command and its previous pending entry (`None`: it had none).
+type UndoRecord = (Vec<u8>, Option<Option<Vec<u8>>>);
+
 /// Pending writes of one `apply` call over the state keyspace, readable before they are committed.
 ///
 /// Commands are atomic within it: [`StateTxn::rollback_command`] undoes every write since the current command
@@ -57,12 +60,16 @@ pub struct StateTxn<'a> {
     storage: &'a dyn Storage,
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// For each write of the current command: the key and its previous pending entry (`None` = none).
-    undo: Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>,
+    undo: Vec<UndoRecord>,
 }
 
 impl<'a> StateTxn<'a> {
     fn new(storage: &'a dyn Storage) -> Self {
-        StateTxn { storage, pending: BTreeMap::new(), undo: Vec::new() }
+        StateTxn {
+            storage,
+            pending: BTreeMap::new(),
+            undo: Vec::new(),
+        }
     }
 
     /// Starts a new command: its writes can be rolled back until the next call.
@@ -106,7 +113,7 @@ impl<'a> StateTxn<'a> {
     }
 
     /// Lists the entries under `prefix`, in key order, seeing this transaction's own writes.
-    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StorageError> {
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for item in self.storage.scan_prefix(Keyspace::State, prefix) {
             let (k, v) = item?;
@@ -141,7 +148,7 @@ impl<'a> StateTxn<'a> {
 /// The serialized form of a snapshot's data: every engine key and value.
 #[derive(Serialize, Deserialize)]
 struct SnapshotContents {
-    entries: Vec<(Vec<u8>, Vec<u8>)>,
+    entries: Vec<KeyValue>,
 }
 
 /// A snapshot as kept in [`Keyspace::Snapshot`].
@@ -178,7 +185,12 @@ impl StateMachine {
             Some(bytes) => codec::decode(&bytes)?,
             None => StoredMembership::default(),
         };
-        Ok(StateMachine { storage, applier, last_applied, membership })
+        Ok(StateMachine {
+            storage,
+            applier,
+            last_applied,
+            membership,
+        })
     }
 
     fn apply_entries(&mut self, entries: impl Iterator<Item = Entry>) -> Result<Vec<RaftResponse>, StorageError> {
@@ -230,8 +242,12 @@ impl StateMachine {
         batch.put(MEMBERSHIP_KEY, codec::encode(&meta.last_membership)?);
         // A batch applies its operations in order, so the inserts win over the deletes of the same keys.
         self.storage.write(Keyspace::State, batch)?;
-        let stored = StoredSnapshot { meta: meta.clone(), data };
-        self.storage.put(Keyspace::Snapshot, CURRENT_SNAPSHOT_KEY, &codec::encode(&stored)?)?;
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        self.storage
+            .put(Keyspace::Snapshot, CURRENT_SNAPSHOT_KEY, &codec::encode(&stored)?)?;
         self.storage.flush()?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
@@ -286,11 +302,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
-        let Some(bytes) = self.storage.get(Keyspace::Snapshot, CURRENT_SNAPSHOT_KEY).map_err(sm_read_err)? else {
+        let Some(bytes) = self
+            .storage
+            .get(Keyspace::Snapshot, CURRENT_SNAPSHOT_KEY)
+            .map_err(sm_read_err)?
+        else {
             return Ok(None);
         };
         let stored: StoredSnapshot = codec::decode(&bytes).map_err(sm_read_err)?;
-        Ok(Some(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
+        Ok(Some(Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        }))
     }
 }
 
@@ -299,7 +322,7 @@ pub struct SnapshotBuilder {
     storage: Arc<dyn Storage>,
     last_applied: Option<LogId>,
     membership: StoredMembership,
-    entries: Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>,
+    entries: Result<Vec<KeyValue>, StorageError>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -310,8 +333,15 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             Some(last) => format!("{}-{}-{}", last.leader_id, last.index, uuid::Uuid::new_v4().simple()),
             None => format!("empty-{}", uuid::Uuid::new_v4().simple()),
         };
-        let meta = SnapshotMeta { last_log_id: self.last_applied, last_membership: self.membership.clone(), snapshot_id };
-        let stored = StoredSnapshot { meta: meta.clone(), data };
+        let meta = SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
+            snapshot_id,
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
         let bytes = codec::encode(&stored).map_err(sm_write_err)?;
         let storage = self.storage.clone();
         tokio::task::spawn_blocking(move || {
@@ -322,7 +352,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         .map_err(|e| sm_write_err(StorageError(e.to_string())))?
         .map_err(sm_write_err)?;
         tracing::info!(snapshot = %meta.snapshot_id, "built snapshot");
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        })
     }
 }
 
@@ -343,7 +376,12 @@ mod tests {
         txn.put(b"a/3".to_vec(), b"new".to_vec());
         txn.delete(b"a/1".to_vec());
         assert_eq!(txn.get(b"a/1").expect("get"), None);
-        let keys: Vec<_> = txn.scan_prefix(b"a/").expect("scan").into_iter().map(|kv| kv.0).collect();
+        let keys: Vec<_> = txn
+            .scan_prefix(b"a/")
+            .expect("scan")
+            .into_iter()
+            .map(|kv| kv.0)
+            .collect();
         assert_eq!(keys, vec![b"a/2".to_vec(), b"a/3".to_vec()]);
 
         txn.begin_command();
@@ -356,6 +394,9 @@ mod tests {
         assert_eq!(txn.get(b"a/3").expect("get"), Some(b"new".to_vec()));
         assert_eq!(txn.get(b"a/4").expect("get"), None);
         let batch = txn.into_batch().into_ops();
-        assert_eq!(batch, vec![(b"a/1".to_vec(), None), (b"a/3".to_vec(), Some(b"new".to_vec()))]);
+        assert_eq!(
+            batch,
+            vec![(b"a/1".to_vec(), None), (b"a/3".to_vec(), Some(b"new".to_vec()))]
+        );
     }
 }

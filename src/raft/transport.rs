@@ -36,15 +36,22 @@ pub fn router(raft: Raft, secret: ClusterSecret) -> Router {
 }
 
 /// Checks the secret, decodes the body; the error is the HTTP answer to give instead.
-fn admit<T: DeserializeOwned>(state: &TransportState, headers: &HeaderMap, body: &[u8]) -> Result<T, Response> {
+fn admit<T: DeserializeOwned>(
+    state: &TransportState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, (StatusCode, String)> {
     if state.secret.get().is_none() {
-        return Err((StatusCode::SERVICE_UNAVAILABLE, "this node has not joined a cluster").into_response());
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node has not joined a cluster".into(),
+        ));
     }
     let presented = headers.get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
     if !state.secret.matches(presented) {
-        return Err((StatusCode::UNAUTHORIZED, "missing or wrong cluster secret").into_response());
+        return Err((StatusCode::UNAUTHORIZED, "missing or wrong cluster secret".into()));
     }
-    codec::decode(body).map_err(|e| (StatusCode::BAD_REQUEST, format!("malformed RPC body: {e}")).into_response())
+    codec::decode(body).map_err(|e| (StatusCode::BAD_REQUEST, format!("malformed RPC body: {e}")))
 }
 
 fn reply<T: Serialize>(value: &T) -> Response {
@@ -57,20 +64,20 @@ fn reply<T: Serialize>(value: &T) -> Response {
 async fn append(State(state): State<TransportState>, headers: HeaderMap, body: Bytes) -> Response {
     match admit(&state, &headers, &body) {
         Ok(rpc) => reply(&state.raft.append_entries(rpc).await),
-        Err(response) => response,
+        Err(rejection) => rejection.into_response(),
     }
 }
 
 async fn vote(State(state): State<TransportState>, headers: HeaderMap, body: Bytes) -> Response {
     match admit(&state, &headers, &body) {
         Ok(rpc) => reply(&state.raft.vote(rpc).await),
-        Err(response) => response,
+        Err(rejection) => rejection.into_response(),
     }
 }
 
 async fn snapshot(State(state): State<TransportState>, headers: HeaderMap, body: Bytes) -> Response {
     match admit(&state, &headers, &body) {
         Ok(rpc) => reply(&state.raft.install_snapshot(rpc).await),
-        Err(response) => response,
+        Err(rejection) => rejection.into_response(),
     }
 }
