@@ -4,18 +4,19 @@
 //! log id live in [`Keyspace::RaftMeta`].
 //!
 //! An appended entry is acknowledged to openraft (its `LogFlushed` callback) only after a storage flush that
-//! covers it. Flushes run on a dedicated flusher task that takes every append waiting at that moment and makes
-//! them durable with one fsync: under load one fsync serves many appends (group commit at the disk), and openraft
-//! keeps appending while a flush is in progress. Callbacks fire in append order.
+//! covers it. Every flush of the log — after appends, votes and truncations — runs on one dedicated flusher thread,
+//! which takes every request waiting at that moment and serves them all with one fsync: under load one fsync
+//! serves many appends (group commit at the disk), openraft keeps appending while a flush is in progress, and the
+//! async runtime never blocks on the disk. Requests are answered in the order they were made.
 
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{OptionalSend, StorageIOError, Vote};
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 
 use super::{codec, Entry, LogId, NodeId, RaftStorageError, TypeConfig};
 use crate::storage::{Keyspace, Storage, StorageError, WriteBatch};
@@ -27,7 +28,15 @@ const LAST_PURGED_KEY: &[u8] = b"last_purged";
 /// The Raft log of one node.
 pub struct LogStore {
     storage: Arc<dyn Storage>,
-    flusher: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
+    flusher: mpsc::Sender<FlushRequest>,
+}
+
+/// Something waiting for the writes made before it to be durable.
+enum FlushRequest {
+    /// An append: tell openraft through its callback.
+    Append(LogFlushed<TypeConfig>),
+    /// A vote or truncation: wake the waiting task.
+    Wait(oneshot::Sender<Result<(), StorageError>>),
 }
 
 /// A cheap read handle on the log, used by openraft's replication tasks.
@@ -44,20 +53,25 @@ fn read_err(e: StorageError) -> RaftStorageError {
     StorageIOError::<NodeId>::read_logs(&e).into()
 }
 
-/// Runs `storage.flush()` on the blocking pool (it fsyncs).
-async fn flush(storage: &Arc<dyn Storage>) -> Result<(), StorageError> {
-    let storage = storage.clone();
-    tokio::task::spawn_blocking(move || storage.flush())
-        .await
-        .map_err(|e| StorageError(format!("flush task failed: {e}")))?
-}
-
 impl LogStore {
-    /// Opens the log on `storage` and starts its flusher task (needs a tokio runtime).
-    pub fn new(storage: Arc<dyn Storage>) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run_flusher(storage.clone(), rx));
-        LogStore { storage, flusher: tx }
+    /// Opens the log on `storage` and starts its flusher thread (which ends when the store is dropped).
+    pub fn new(storage: Arc<dyn Storage>) -> Result<Self, StorageError> {
+        let (tx, rx) = mpsc::channel();
+        let flusher_storage = storage.clone();
+        std::thread::Builder::new()
+            .name("vigil-log-flush".into())
+            .spawn(move || run_flusher(flusher_storage.as_ref(), rx))
+            .map_err(|e| StorageError(format!("cannot start the log flusher thread: {e}")))?;
+        Ok(LogStore { storage, flusher: tx })
+    }
+
+    /// Waits until every write made so far is durable.
+    async fn flush(&self) -> Result<(), StorageError> {
+        let (tx, rx) = oneshot::channel();
+        self.flusher
+            .send(FlushRequest::Wait(tx))
+            .map_err(|_| StorageError("log flusher stopped".into()))?;
+        rx.await.map_err(|_| StorageError("log flusher stopped".into()))?
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, RaftStorageError> {
@@ -82,20 +96,25 @@ impl LogStore {
     }
 }
 
-/// Waits for appends, flushes once for all that are waiting, then acknowledges them in order.
-async fn run_flusher(storage: Arc<dyn Storage>, mut rx: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
+/// Waits for flush requests, flushes once for all that are waiting, then answers them in order.
+fn run_flusher(storage: &dyn Storage, rx: mpsc::Receiver<FlushRequest>) {
     let mut waiting = Vec::new();
-    while let Some(first) = rx.recv().await {
+    while let Ok(first) = rx.recv() {
         waiting.push(first);
-        while let Ok(next) = rx.try_recv() {
-            waiting.push(next);
-        }
-        let result = flush(&storage).await;
+        waiting.extend(rx.try_iter());
+        let result = storage.flush();
         if let Err(e) = &result {
             tracing::error!(error = %e, "log flush failed");
         }
-        for callback in waiting.drain(..) {
-            callback.log_io_completed(result.clone().map_err(|e| io::Error::other(e.0)));
+        for request in waiting.drain(..) {
+            match request {
+                FlushRequest::Append(callback) => {
+                    callback.log_io_completed(result.clone().map_err(|e| io::Error::other(e.0)))
+                }
+                FlushRequest::Wait(tx) => {
+                    let _ = tx.send(result.clone());
+                }
+            }
         }
     }
 }
@@ -166,7 +185,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), RaftStorageError> {
         self.write_meta(VOTE_KEY, vote)?;
         // A vote must be durable before it is acted on, or a node could vote twice in one term.
-        flush(&self.storage)
+        self.flush()
             .await
             .map_err(|e| StorageIOError::<NodeId>::write_vote(&e).into())
     }
@@ -196,14 +215,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.storage.write(Keyspace::Log, batch).map_err(io_err)?;
         // Acknowledged by the flusher once durable.
         self.flusher
-            .send(callback)
+            .send(FlushRequest::Append(callback))
             .map_err(|_| io_err(StorageError("log flusher stopped".into())))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
         tracing::debug!(from = log_id.index, "truncating log");
         self.delete_range((Bound::Included(index_key(log_id.index)), Bound::Unbounded))?;
-        flush(&self.storage).await.map_err(io_err)
+        self.flush().await.map_err(io_err)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {

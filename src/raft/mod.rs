@@ -257,7 +257,8 @@ mod conformance {
                 Arc::new(SledStorage::open(dir.path()).map_err(|e| openraft::StorageIOError::<NodeId>::read(&e))?);
             let sm = StateMachine::open(storage.clone(), Arc::new(NoCommands))
                 .map_err(|e| openraft::StorageIOError::<NodeId>::read(&e))?;
-            Ok((dir, LogStore::new(storage), sm))
+            let log_store = LogStore::new(storage).map_err(|e| openraft::StorageIOError::<NodeId>::read(&e))?;
+            Ok((dir, log_store, sm))
         }
     }
 
