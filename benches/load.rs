@@ -81,10 +81,7 @@ fn main() -> ExitCode {
     if !opts.filters.is_empty() {
         eprintln!("load: ignoring benchmark filters {:?}", opts.filters);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async {
         if opts.failover {
             failover(&opts).await
@@ -103,11 +100,7 @@ fn main() -> ExitCode {
 
 fn token(opts: &Opts) -> Option<String> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    opts.token
-        .clone()
-        .or_else(|| env("VIGIL_TOKEN"))
-        .or_else(|| env("VAULT_TOKEN"))
-        .map(|t| t.trim().to_string())
+    opts.token.clone().or_else(|| env("VIGIL_TOKEN")).or_else(|| env("VAULT_TOKEN")).map(|t| t.trim().to_string())
 }
 
 fn client(addr: &str, token: Option<&str>, timeout: Duration) -> Client {
@@ -122,11 +115,7 @@ fn client(addr: &str, token: Option<&str>, timeout: Duration) -> Client {
 fn describe(resp: &Response) -> String {
     let errors = resp.errors();
     if errors.is_empty() {
-        format!(
-            "HTTP {}: {}",
-            resp.status,
-            resp.text().chars().take(200).collect::<String>()
-        )
+        format!("HTTP {}: {}", resp.status, resp.text().chars().take(200).collect::<String>())
     } else {
         format!("HTTP {}: {}", resp.status, errors.join("; "))
     }
@@ -149,11 +138,7 @@ fn new_histogram() -> Histogram<u64> {
 }
 
 async fn load(opts: &Opts) -> Result<(), String> {
-    let addrs = if opts.addrs.is_empty() {
-        vec!["http://127.0.0.1:8200".to_string()]
-    } else {
-        opts.addrs.clone()
-    };
+    let addrs = if opts.addrs.is_empty() { vec!["http://127.0.0.1:8200".to_string()] } else { opts.addrs.clone() };
     if opts.writers.is_empty() || opts.writers.contains(&0) {
         return Err("--writers must list positive writer counts".to_string());
     }
@@ -165,10 +150,7 @@ async fn load(opts: &Opts) -> Result<(), String> {
         eprintln!("load: warning: no token (--token, VIGIL_TOKEN); writes will likely be denied");
     }
     // One client per address; writer tasks share its connection pool (one connection per busy writer).
-    let clients: Vec<Client> = addrs
-        .iter()
-        .map(|a| client(a, token.as_deref(), Duration::from_secs(10)))
-        .collect();
+    let clients: Vec<Client> = addrs.iter().map(|a| client(a, token.as_deref(), Duration::from_secs(10))).collect();
     for c in &clients {
         c.get("/v1/sys/health?standbyok=true&perfstandbyok=true")
             .await
@@ -191,10 +173,7 @@ async fn load(opts: &Opts) -> Result<(), String> {
         if opts.warmup > 0.0 {
             let warm = run(&clients, writers, &format!("{prefix}-warmup"), opts, opts.warmup).await;
             if let Some(e) = &warm.first_error {
-                eprintln!(
-                    "load: warm-up with {writers} writers: {} errors, first: {e}",
-                    warm.errors
-                );
+                eprintln!("load: warm-up with {writers} writers: {} errors, first: {e}", warm.errors);
             }
         }
         let stats = run(&clients, writers, &prefix, opts, opts.duration).await;
@@ -227,13 +206,8 @@ async fn run(clients: &[Client], writers: usize, prefix: &str, opts: &Opts, seco
             serde_json::to_vec(&serde_json::json!({ "value": value(opts.value_size, w as u64) })).expect("encode body");
         tasks.push(tokio::spawn(writer(client, prefix, body, deadline)));
     }
-    let mut merged = RunStats {
-        histogram: new_histogram(),
-        ok: 0,
-        errors: 0,
-        first_error: None,
-        elapsed: Duration::ZERO,
-    };
+    let mut merged =
+        RunStats { histogram: new_histogram(), ok: 0, errors: 0, first_error: None, elapsed: Duration::ZERO };
     for task in tasks {
         match task.await {
             Ok(s) => {
@@ -246,9 +220,7 @@ async fn run(clients: &[Client], writers: usize, prefix: &str, opts: &Opts, seco
             }
             Err(e) => {
                 merged.errors += 1;
-                merged
-                    .first_error
-                    .get_or_insert_with(|| format!("writer task failed: {e}"));
+                merged.first_error.get_or_insert_with(|| format!("writer task failed: {e}"));
             }
         }
     }
@@ -258,12 +230,7 @@ async fn run(clients: &[Client], writers: usize, prefix: &str, opts: &Opts, seco
 
 /// One writer: PUTs `<prefix>/<n>` for n = 0, 1, ... until `deadline`.
 async fn writer(client: Client, prefix: String, body: Vec<u8>, deadline: Instant) -> WriterStats {
-    let mut stats = WriterStats {
-        histogram: new_histogram(),
-        ok: 0,
-        errors: 0,
-        first_error: None,
-    };
+    let mut stats = WriterStats { histogram: new_histogram(), ok: 0, errors: 0, first_error: None };
     let headers = [("Content-Type", "application/json")];
     let mut n: u64 = 0;
     while Instant::now() < deadline {
@@ -296,10 +263,8 @@ async fn writer(client: Client, prefix: String, body: Vec<u8>, deadline: Instant
 /// `len` printable, random-ish ASCII characters (a xorshift stream seeded by `seed`).
 fn value(len: usize, seed: u64) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     let mut x = (seed.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ nanos) | 1;
     (0..len)
         .map(|_| {
@@ -321,13 +286,7 @@ fn row(writers: usize, stats: &RunStats) -> String {
             format!("{:.2}", stats.histogram.value_at_quantile(q) as f64 / 1000.0)
         }
     };
-    format!(
-        "| {writers} | {rate:.0} | {} | {} | {} | {} |",
-        ms(0.5),
-        ms(0.99),
-        ms(0.999),
-        stats.errors
-    )
+    format!("| {writers} | {rate:.0} | {} | {} | {} | {} |", ms(0.5), ms(0.99), ms(0.999), stats.errors)
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -349,10 +308,8 @@ fn read_nodes(dir: &Path) -> Result<Vec<Node>, String> {
         let entry = entry.map_err(|e| format!("reading {}: {e}", dir.display()))?;
         let file_name = entry.file_name();
         let Some(name) = file_name.to_str() else { continue };
-        let Some(n) = name
-            .strip_prefix("node")
-            .and_then(|rest| rest.strip_suffix(".addr"))
-            .and_then(|n| n.parse::<u32>().ok())
+        let Some(n) =
+            name.strip_prefix("node").and_then(|rest| rest.strip_suffix(".addr")).and_then(|n| n.parse::<u32>().ok())
         else {
             continue;
         };
@@ -361,20 +318,11 @@ fn read_nodes(dir: &Path) -> Result<Vec<Node>, String> {
         let addr = addr.trim().trim_end_matches('/').to_string();
         let pid = match read("pid") {
             Ok(text) => Some(
-                text.trim()
-                    .parse::<i32>()
-                    .map_err(|e| format!("node{n}.pid does not hold a pid ({e}): {text:?}"))?,
+                text.trim().parse::<i32>().map_err(|e| format!("node{n}.pid does not hold a pid ({e}): {text:?}"))?,
             ),
             Err(_) => None,
         };
-        nodes.push((
-            n,
-            Node {
-                name: format!("node{n}"),
-                addr,
-                pid,
-            },
-        ));
+        nodes.push((n, Node { name: format!("node{n}"), addr, pid }));
     }
     nodes.sort_by_key(|(n, _)| *n);
     Ok(nodes.into_iter().map(|(_, node)| node).collect())
@@ -402,24 +350,14 @@ async fn find_leader(nodes: &[Node], token: Option<&str>) -> Result<usize, Strin
                 continue;
             }
         };
-        let address = leader
-            .get("leader_address")
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .trim_end_matches('/');
+        let address = leader.get("leader_address").and_then(|v| v.as_str()).unwrap_or("").trim_end_matches('/');
         if let Some(i) = nodes.iter().position(|n| !address.is_empty() && n.addr == address) {
             return Ok(i);
         }
         if leader.get("is_self").and_then(|v| v.as_bool()) == Some(true) {
-            return nodes
-                .iter()
-                .position(|n| n.addr == node.addr)
-                .ok_or_else(|| "unreachable".to_string());
+            return nodes.iter().position(|n| n.addr == node.addr).ok_or_else(|| "unreachable".to_string());
         }
-        answers.push(format!(
-            "{}: leader_address {address:?} is none of the nodes",
-            node.addr
-        ));
+        answers.push(format!("{}: leader_address {address:?} is none of the nodes", node.addr));
     }
     Err(format!("no leader found: {}", answers.join("; ")))
 }
@@ -443,12 +381,8 @@ async fn failover(opts: &Opts) -> Result<(), String> {
         .pid
         .filter(|p| *p > 0)
         .ok_or_else(|| format!("no valid {}.pid for the leader {}", leader.name, leader.addr))?;
-    let survivor = nodes
-        .iter()
-        .enumerate()
-        .find(|(i, _)| *i != leader_index)
-        .map(|(_, n)| n.clone())
-        .expect("at least two nodes");
+    let survivor =
+        nodes.iter().enumerate().find(|(i, _)| *i != leader_index).map(|(_, n)| n.clone()).expect("at least two nodes");
     let probe_path = format!("/v1/{}/failover/probe", opts.mount.trim_matches('/'));
     let probe = client(&survivor.addr, token.as_deref(), ATTEMPT_TIMEOUT);
     let body = |attempt: u64| serde_json::json!({ "value": format!("attempt {attempt}") });
@@ -457,11 +391,7 @@ async fn failover(opts: &Opts) -> Result<(), String> {
     match probe.put(&probe_path, &body(0)).await {
         Ok(resp) if resp.is_success() => {}
         Ok(resp) => {
-            return Err(format!(
-                "probe write via {} fails before failover: {}",
-                survivor.addr,
-                describe(&resp)
-            ))
+            return Err(format!("probe write via {} fails before failover: {}", survivor.addr, describe(&resp)))
         }
         Err(e) => return Err(format!("probe write via {} fails before failover: {e}", survivor.addr)),
     }

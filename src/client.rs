@@ -157,13 +157,7 @@ impl Client {
     pub fn new(addr: &str) -> Client {
         let addr = addr.trim().trim_end_matches('/').to_string();
         let addr_error = validate_addr(&addr).err();
-        Client {
-            addr,
-            addr_error,
-            token: None,
-            timeout: DEFAULT_TIMEOUT,
-            http: build_http(DEFAULT_TIMEOUT),
-        }
+        Client { addr, addr_error, token: None, timeout: DEFAULT_TIMEOUT, http: build_http(DEFAULT_TIMEOUT) }
     }
 
     /// Sends `token` as `X-Vault-Token` with every request.
@@ -209,8 +203,7 @@ impl Client {
         match body {
             Some(value) => {
                 let bytes = serde_json::to_vec(value).map_err(|e| ClientError::Io(format!("encoding body: {e}")))?;
-                self.request_raw(method, path, &[("Content-Type", "application/json")], bytes)
-                    .await
+                self.request_raw(method, path, &[("Content-Type", "application/json")], bytes).await
             }
             None => self.request_raw(method, path, &[], Vec::new()).await,
         }
@@ -266,8 +259,7 @@ impl Client {
         }
         let sep = if path.starts_with('/') { "" } else { "/" };
         let full = format!("{}{sep}{path}", self.addr);
-        full.parse::<Uri>()
-            .map_err(|e| ClientError::InvalidAddress(format!("{full:?} is not a valid URI: {e}")))
+        full.parse::<Uri>().map_err(|e| ClientError::InvalidAddress(format!("{full:?} is not a valid URI: {e}")))
     }
 
     fn build_request(
@@ -318,11 +310,7 @@ impl Client {
             .await
             .map_err(|e| ClientError::Io(format!("reading response body: {}", error_chain(&e))))?
             .to_bytes();
-        Ok(Response {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body,
-        })
+        Ok(Response { status: parts.status.as_u16(), headers: parts.headers, body })
     }
 }
 
@@ -336,9 +324,7 @@ fn validate_addr(addr: &str) -> Result<(), String> {
         return Err(format!("{addr}: https is not supported by Vigil's client; use http://"));
     }
     if !lower.starts_with("http://") {
-        return Err(format!(
-            "{addr}: the address must start with http:// (e.g. http://127.0.0.1:8200)"
-        ));
+        return Err(format!("{addr}: the address must start with http:// (e.g. http://127.0.0.1:8200)"));
     }
     let uri: Uri = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
     match uri.authority() {
@@ -403,11 +389,7 @@ mod tests {
     use super::*;
 
     fn response(status: u16, body: &str) -> Response {
-        Response {
-            status,
-            headers: HeaderMap::new(),
-            body: Bytes::from(body.to_string()),
-        }
+        Response { status, headers: HeaderMap::new(), body: Bytes::from(body.to_string()) }
     }
 
     #[test]
@@ -420,10 +402,7 @@ mod tests {
     #[test]
     fn uri_adds_leading_slash_and_keeps_query() {
         let c = Client::new("http://127.0.0.1:8200/");
-        assert_eq!(
-            c.uri("v1/kv/foo").unwrap().to_string(),
-            "http://127.0.0.1:8200/v1/kv/foo"
-        );
+        assert_eq!(c.uri("v1/kv/foo").unwrap().to_string(), "http://127.0.0.1:8200/v1/kv/foo");
         let u = c.uri("/v1/kv/foo?list=true").unwrap();
         assert_eq!(u.path(), "/v1/kv/foo");
         assert_eq!(u.query(), Some("list=true"));
@@ -433,14 +412,7 @@ mod tests {
 
     #[test]
     fn invalid_addresses_are_rejected() {
-        for bad in [
-            "https://127.0.0.1:8200",
-            "127.0.0.1:8200",
-            "",
-            "ftp://x",
-            "http://",
-            "http://h:1?x=1",
-        ] {
+        for bad in ["https://127.0.0.1:8200", "127.0.0.1:8200", "", "ftp://x", "http://", "http://h:1?x=1"] {
             let c = Client::new(bad);
             match c.uri("/v1/sys/health") {
                 Err(ClientError::InvalidAddress(msg)) => assert!(!msg.is_empty()),
@@ -453,10 +425,7 @@ mod tests {
 
     #[tokio::test]
     async fn invalid_address_fails_requests() {
-        let err = Client::new("https://127.0.0.1:8200")
-            .get("/v1/sys/health")
-            .await
-            .unwrap_err();
+        let err = Client::new("https://127.0.0.1:8200").get("/v1/sys/health").await.unwrap_err();
         assert!(matches!(err, ClientError::InvalidAddress(_)), "{err:?}");
         assert!(!err.is_connect());
     }
@@ -482,20 +451,13 @@ mod tests {
         assert!(!r.headers().contains_key(CONTENT_TYPE));
 
         let r = c
-            .build_request(
-                "PUT",
-                "/v1/kv/a",
-                &[("X-Vault-Token", "t2"), ("X-A", "1"), ("x-a", "2")],
-                b"{}".to_vec(),
-            )
+            .build_request("PUT", "/v1/kv/a", &[("X-Vault-Token", "t2"), ("X-A", "1"), ("x-a", "2")], b"{}".to_vec())
             .unwrap();
         assert_eq!(r.headers()["x-vault-token"], "t2");
         assert_eq!(r.headers().get_all("x-a").iter().count(), 2);
         assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
 
-        let r = c
-            .build_request("POST", "/v1/kv/a", &[("Content-Type", "text/plain")], b"x".to_vec())
-            .unwrap();
+        let r = c.build_request("POST", "/v1/kv/a", &[("Content-Type", "text/plain")], b"x".to_vec()).unwrap();
         assert_eq!(r.headers()[CONTENT_TYPE], "text/plain");
     }
 
@@ -565,9 +527,7 @@ mod tests {
                         Ok::<_, hyper::Error>(resp)
                     });
                     let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, service)
-                        .await;
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
                 });
             }
         });
@@ -587,16 +547,8 @@ mod tests {
         assert_eq!(echo["token"], "tok");
         assert_eq!(echo["content_type"], serde_json::Value::Null);
 
-        let echo = c
-            .put("/v1/kv/a", &serde_json::json!({"x": "1"}))
-            .await
-            .unwrap()
-            .json()
-            .unwrap();
-        assert_eq!(
-            (echo["method"].as_str(), echo["body"].as_str()),
-            (Some("PUT"), Some(r#"{"x":"1"}"#))
-        );
+        let echo = c.put("/v1/kv/a", &serde_json::json!({"x": "1"})).await.unwrap().json().unwrap();
+        assert_eq!((echo["method"].as_str(), echo["body"].as_str()), (Some("PUT"), Some(r#"{"x":"1"}"#)));
         assert_eq!(echo["content_type"], "application/json");
 
         let echo = c.get("/v1/kv/a?list=true").await.unwrap().json().unwrap();
@@ -608,10 +560,7 @@ mod tests {
             .unwrap()
             .json()
             .unwrap();
-        assert_eq!(
-            (echo["token"].as_str(), echo["body"].as_str()),
-            (Some("other"), Some("{not json"))
-        );
+        assert_eq!((echo["token"].as_str(), echo["body"].as_str()), (Some("other"), Some("{not json")));
 
         let r = c.delete("/missing").await.unwrap();
         assert_eq!(r.status, 404);

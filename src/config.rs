@@ -108,11 +108,7 @@ impl Config {
             .map_err(|(offset, message)| src.error(src.line_of(Some(offset..offset), 1), "-", message))?;
         let body = hcl::edit::parser::parse_body(text).map_err(|e| {
             let location = e.location();
-            src.error(
-                location.line(),
-                "-",
-                format!("{} (column {})", e.message(), location.column()),
-            )
+            src.error(location.line(), "-", format!("{} (column {})", e.message(), location.column()))
         })?;
 
         let top = Section::new(
@@ -136,9 +132,8 @@ impl Config {
         let (cluster_addr, line) = top.require(&src, "cluster_addr", top.string(&src, "cluster_addr")?)?;
         let cluster_addr = http_url(cluster_addr).map_err(|m| src.error(line, top.field("cluster_addr"), m))?;
 
-        let disable_performance_standby = top
-            .boolean(&src, "disable_performance_standby")?
-            .is_some_and(|(value, _)| value);
+        let disable_performance_standby =
+            top.boolean(&src, "disable_performance_standby")?.is_some_and(|(value, _)| value);
 
         let log_level = match top.string(&src, "log_level")? {
             None => Config::DEFAULT_LOG_LEVEL.to_string(),
@@ -146,14 +141,7 @@ impl Config {
             Some((level, _)) => level.to_string(),
         };
 
-        Ok(Config {
-            storage,
-            listener,
-            api_addr,
-            cluster_addr,
-            disable_performance_standby,
-            log_level,
-        })
+        Ok(Config { storage, listener, api_addr, cluster_addr, disable_performance_standby, log_level })
     }
 }
 
@@ -183,22 +171,16 @@ impl RaftStorageConfig {
         let (node_id, line) = s.require(src, "node_id", s.string(src, "node_id")?)?;
         check_node_id(node_id).map_err(|m| src.error(line, s.field("node_id"), m))?;
 
-        let snapshot_threshold = s
-            .positive_integer(src, "snapshot_threshold")?
-            .unwrap_or(RaftStorageConfig::DEFAULT_SNAPSHOT_THRESHOLD);
-        let trailing_logs = s
-            .positive_integer(src, "trailing_logs")?
-            .unwrap_or(RaftStorageConfig::DEFAULT_TRAILING_LOGS);
+        let snapshot_threshold =
+            s.positive_integer(src, "snapshot_threshold")?.unwrap_or(RaftStorageConfig::DEFAULT_SNAPSHOT_THRESHOLD);
+        let trailing_logs =
+            s.positive_integer(src, "trailing_logs")?.unwrap_or(RaftStorageConfig::DEFAULT_TRAILING_LOGS);
 
         let mut retry_join = Vec::new();
         for block in s.blocks("retry_join") {
             let line = src.line_of(block.span(), s.line);
             if !block.labels.is_empty() {
-                return Err(src.error(
-                    line,
-                    s.field("retry_join"),
-                    "unexpected block label: write retry_join { ... }",
-                ));
+                return Err(src.error(line, s.field("retry_join"), "unexpected block label: write retry_join { ... }"));
             }
             retry_join.push(RetryJoin::parse(src, block, line)?);
         }
@@ -233,23 +215,14 @@ impl RetryJoin {
             Some((file, _)) => Some(PathBuf::from(file)),
         };
 
-        Ok(RetryJoin {
-            leader_api_addr,
-            leader_token_file,
-        })
+        Ok(RetryJoin { leader_api_addr, leader_token_file })
     }
 }
 
 impl ListenerConfig {
     fn parse(src: &Source<'_>, block: &Block, line: usize) -> Result<ListenerConfig, ConfigError> {
-        let s = Section::new(
-            src,
-            &block.body,
-            "listener.tcp",
-            line,
-            &["address", "cluster_address", "tls_disable"],
-            &[],
-        )?;
+        let s =
+            Section::new(src, &block.body, "listener.tcp", line, &["address", "cluster_address", "tls_disable"], &[])?;
 
         let (address, line) = s.require(src, "address", s.string(src, "address")?)?;
         let address = socket_addr(address).map_err(|m| src.error(line, s.field("address"), m))?;
@@ -259,25 +232,14 @@ impl ListenerConfig {
             socket_addr(cluster_address).map_err(|m| src.error(line, s.field("cluster_address"), m))?;
         // Port 0 asks the OS for any free port, so two such addresses do not collide.
         if cluster_address == address && address.port() != 0 {
-            return Err(src.error(
-                line,
-                s.field("cluster_address"),
-                "must differ from listener.tcp.address",
-            ));
+            return Err(src.error(line, s.field("cluster_address"), "must differ from listener.tcp.address"));
         }
 
         if let Some((false, line)) = s.boolean(src, "tls_disable")? {
-            return Err(src.error(
-                line,
-                s.field("tls_disable"),
-                "TLS is not supported yet: set tls_disable = true",
-            ));
+            return Err(src.error(line, s.field("tls_disable"), "TLS is not supported yet: set tls_disable = true"));
         }
 
-        Ok(ListenerConfig {
-            address,
-            cluster_address,
-        })
+        Ok(ListenerConfig { address, cluster_address })
     }
 }
 
@@ -297,12 +259,7 @@ impl Source<'_> {
     }
 
     fn error(&self, line: usize, field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            file: self.file.to_string(),
-            line,
-            field: field.into(),
-            message: message.into(),
-        }
+        ConfigError { file: self.file.to_string(), line, field: field.into(), message: message.into() }
     }
 }
 
@@ -326,12 +283,7 @@ impl<'b> Section<'b> {
         attribute_names: &[&str],
         block_names: &[&str],
     ) -> Result<Section<'b>, ConfigError> {
-        let mut section = Section {
-            path,
-            line,
-            attributes: Vec::new(),
-            blocks: Vec::new(),
-        };
+        let mut section = Section { path, line, attributes: Vec::new(), blocks: Vec::new() };
         for structure in body.iter() {
             match structure {
                 Structure::Attribute(attr) => {
@@ -391,17 +343,11 @@ impl<'b> Section<'b> {
     }
 
     fn attribute_line(&self, src: &Source<'_>, attr: &Attribute) -> usize {
-        src.line_of(
-            attr.span().or_else(|| attr.key.span()).or_else(|| attr.value.span()),
-            self.line,
-        )
+        src.line_of(attr.span().or_else(|| attr.key.span()).or_else(|| attr.value.span()), self.line)
     }
 
     fn blocks<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'b Block> + 's {
-        self.blocks
-            .iter()
-            .copied()
-            .filter(move |block| block.ident.as_str() == name)
+        self.blocks.iter().copied().filter(move |block| block.ident.as_str() == name)
     }
 
     /// The single `kind "label" { ... }` block this section must hold, and its line.
@@ -415,10 +361,7 @@ impl<'b> Section<'b> {
                     return Err(src.error(
                         line,
                         self.field(kind),
-                        format!(
-                            "unsupported {kind} type {:?}: only {supported:?} is supported",
-                            label.as_str()
-                        ),
+                        format!("unsupported {kind} type {:?}: only {supported:?} is supported", label.as_str()),
                     ))
                 }
                 _ => {
@@ -439,11 +382,7 @@ impl<'b> Section<'b> {
             found = Some((block, line));
         }
         found.ok_or_else(|| {
-            src.error(
-                self.line,
-                self.field(kind),
-                format!("missing required block: {kind} {supported:?} {{ ... }}"),
-            )
+            src.error(self.line, self.field(kind), format!("missing required block: {kind} {supported:?} {{ ... }}"))
         })
     }
 
@@ -473,10 +412,7 @@ impl<'b> Section<'b> {
     /// A string attribute (a plain quoted string: no interpolation, no heredoc), with its line.
     fn string(&self, src: &Source<'_>, name: &str) -> Result<Option<(&'b str, usize)>, ConfigError> {
         if let Some(attr) = self.attribute(name) {
-            if matches!(
-                attr.value,
-                Expression::StringTemplate(_) | Expression::HeredocTemplate(_)
-            ) {
+            if matches!(attr.value, Expression::StringTemplate(_) | Expression::HeredocTemplate(_)) {
                 let line = self.attribute_line(src, attr);
                 return Err(src.error(
                     line,
@@ -574,10 +510,7 @@ fn check_parser_limits(text: &str) -> Result<(), (usize, String)> {
                 }
                 (b'/', b'*') => {
                     let rest = bytes.get(i + 2..).unwrap_or_default();
-                    step = rest
-                        .windows(2)
-                        .position(|w| w == b"*/")
-                        .map_or(rest.len() + 2, |end| end + 4);
+                    step = rest.windows(2).position(|w| w == b"*/").map_or(rest.len() + 2, |end| end + 4);
                 }
                 (b'"', _) => stack.push(Frame::Str),
                 (b'<', b'<') => heredoc_seen = true,
@@ -601,10 +534,7 @@ fn check_parser_limits(text: &str) -> Result<(), (usize, String)> {
             return Err((i, format!("nested too deeply (more than {MAX_NESTING} levels)")));
         }
         if operators > MAX_OPERATORS {
-            return Err((
-                i,
-                format!("too many operators (more than {MAX_OPERATORS}): use literal values"),
-            ));
+            return Err((i, format!("too many operators (more than {MAX_OPERATORS}): use literal values")));
         }
         i += step;
     }
@@ -616,9 +546,7 @@ fn check_node_id(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("must not be empty".into());
     }
-    let valid_chars = id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    let valid_chars = id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if !valid_chars || id.len() > RaftStorageConfig::MAX_NODE_ID_LEN {
         return Err(format!(
             "invalid node id {id:?}: use 1 to {} characters from A-Z, a-z, 0-9, '.', '_' and '-'",
@@ -630,8 +558,7 @@ fn check_node_id(id: &str) -> Result<(), String> {
 
 /// Parses an `IP:port` socket address (`127.0.0.1:8200`, `[::1]:8200`; no host names).
 fn socket_addr(text: &str) -> Result<SocketAddr, String> {
-    text.parse()
-        .map_err(|_| format!("invalid socket address {text:?}: expected IP:port, e.g. \"127.0.0.1:8200\""))
+    text.parse().map_err(|_| format!("invalid socket address {text:?}: expected IP:port, e.g. \"127.0.0.1:8200\""))
 }
 
 /// Checks an `http://host:port` or `https://host:port` URL (an optional trailing `/` is allowed) and
@@ -668,9 +595,7 @@ fn http_url(text: &str) -> Result<String, String> {
     };
     let host_ok = !host.is_empty()
         && (authority.starts_with('[')
-            || host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')));
+            || host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')));
     if !host_ok {
         return Err(invalid("invalid host"));
     }
@@ -740,10 +665,7 @@ log_level = "vigil=debug,info"
                     path: PathBuf::from(".cluster/node2"),
                     node_id: "node-2.east_1".into(),
                     retry_join: vec![
-                        RetryJoin {
-                            leader_api_addr: "http://127.0.0.1:8200".into(),
-                            leader_token_file: None
-                        },
+                        RetryJoin { leader_api_addr: "http://127.0.0.1:8200".into(), leader_token_file: None },
                         RetryJoin {
                             leader_api_addr: "https://[::1]:8300".into(),
                             leader_token_file: Some(PathBuf::from(".cluster/root-token")),
@@ -1099,10 +1021,7 @@ log_level = "info"   # optional
     #[test]
     fn io_error_has_line_zero() {
         let err = Config::from_file(Path::new("/nonexistent/vigil.hcl"));
-        assert!(
-            matches!(&err, Err(ConfigError { line: 0, field, .. }) if field == "-"),
-            "{err:?}"
-        );
+        assert!(matches!(&err, Err(ConfigError { line: 0, field, .. }) if field == "-"), "{err:?}");
     }
 
     #[test]
@@ -1111,68 +1030,32 @@ log_level = "info"   # optional
         let path = dir.path().join("node.hcl");
         std::fs::write(&path, MINIMAL.replace("\"node1\"", "2")).expect("write the config");
         let err = Config::from_file(&path).map_err(|e| e.to_string());
-        assert_eq!(
-            err,
-            Err(format!("{}:3: storage.raft.node_id: expected a string", path.display()))
-        );
+        assert_eq!(err, Err(format!("{}:3: storage.raft.node_id: expected a string", path.display())));
     }
 
     #[test]
     fn deep_nesting_is_an_error_not_a_stack_overflow() {
         let n = 100_000;
         let cases = [
-            (
-                format!("a = {}{}\n", "[".repeat(n), "]".repeat(n)),
-                "nested too deeply (more than 32 levels)",
-            ),
-            (
-                format!("a = {}1{}\n", "(".repeat(n), ")".repeat(n)),
-                "nested too deeply (more than 32 levels)",
-            ),
-            (
-                format!("{}{}", "b {\n".repeat(n), "}\n".repeat(n)),
-                "nested too deeply (more than 32 levels)",
-            ),
-            (
-                format!("a = {}1{}\n", "\"${".repeat(n), "}\"".repeat(n)),
-                "nested too deeply (more than 32 levels)",
-            ),
-            (
-                format!("a = {}1\n", "-".repeat(n)),
-                "too many operators (more than 64): use literal values",
-            ),
-            (
-                format!("a = {}x\n", "!".repeat(n)),
-                "too many operators (more than 64): use literal values",
-            ),
-            (
-                format!("a = {}1\n", "1 + ".repeat(n)),
-                "too many operators (more than 64): use literal values",
-            ),
-            (
-                format!("a = {}1\n", "x ? 1 : ".repeat(n)),
-                "too many operators (more than 64): use literal values",
-            ),
-            (
-                format!("a = 1 == {}1\n", "1 == ".repeat(n)),
-                "too many operators (more than 64): use literal values",
-            ),
+            (format!("a = {}{}\n", "[".repeat(n), "]".repeat(n)), "nested too deeply (more than 32 levels)"),
+            (format!("a = {}1{}\n", "(".repeat(n), ")".repeat(n)), "nested too deeply (more than 32 levels)"),
+            (format!("{}{}", "b {\n".repeat(n), "}\n".repeat(n)), "nested too deeply (more than 32 levels)"),
+            (format!("a = {}1{}\n", "\"${".repeat(n), "}\"".repeat(n)), "nested too deeply (more than 32 levels)"),
+            (format!("a = {}1\n", "-".repeat(n)), "too many operators (more than 64): use literal values"),
+            (format!("a = {}x\n", "!".repeat(n)), "too many operators (more than 64): use literal values"),
+            (format!("a = {}1\n", "1 + ".repeat(n)), "too many operators (more than 64): use literal values"),
+            (format!("a = {}1\n", "x ? 1 : ".repeat(n)), "too many operators (more than 64): use literal values"),
+            (format!("a = 1 == {}1\n", "1 == ".repeat(n)), "too many operators (more than 64): use literal values"),
             (
                 format!("a = \"{}{}\"\n", "%{ if x }".repeat(n), "%{ endif }".repeat(n)),
                 "too many operators (more than 64): use literal values",
             ),
             // Heredocs are not lexed: from `<<` on, every opening counts and none closes.
-            (
-                format!("a = <<EOF\n{}\nEOF\n", "${[]}".repeat(n)),
-                "nested too deeply (more than 32 levels)",
-            ),
+            (format!("a = <<EOF\n{}\nEOF\n", "${[]}".repeat(n)), "nested too deeply (more than 32 levels)"),
         ];
         for (text, message) in cases {
             let err = Config::parse(&text, "deep.hcl").map_err(|e| (e.line, e.field, e.message));
-            assert!(
-                matches!(&err, Err((_, field, m)) if field == "-" && m == message),
-                "{err:?}"
-            );
+            assert!(matches!(&err, Err((_, field, m)) if field == "-" && m == message), "{err:?}");
         }
     }
 
@@ -1187,12 +1070,7 @@ log_level = "info"   # optional
             format!("a = {}{}x{}\n", "(".repeat(32), "-".repeat(64), ")".repeat(32)),
             format!("a = {}{}1{}\n", "(".repeat(32), "x ? 1 : ".repeat(32), ")".repeat(32)),
             format!("a = \"{}{}\"\n", "%{ if x }".repeat(32), "%{ endif }".repeat(32)),
-            format!(
-                "{}a = {}1{}\n",
-                "b {\n".repeat(16),
-                "[".repeat(16),
-                "]".repeat(16) + "\n" + &"}\n".repeat(16)
-            ),
+            format!("{}a = {}1{}\n", "b {\n".repeat(16), "[".repeat(16), "]".repeat(16) + "\n" + &"}\n".repeat(16)),
         ];
         for text in cases {
             let err = Config::parse(&text, "t");
@@ -1202,12 +1080,7 @@ log_level = "info"   # optional
 
     #[test]
     fn brackets_and_dashes_in_strings_and_comments_do_not_count() {
-        let noise = format!(
-            "# {}\n// {}\n/* {} */\n",
-            "-[(".repeat(100),
-            "!{".repeat(100),
-            "\n+((".repeat(100)
-        );
+        let noise = format!("# {}\n// {}\n/* {} */\n", "-[(".repeat(100), "!{".repeat(100), "\n+((".repeat(100));
         let text =
             format!("{noise}{MINIMAL}").replace("\"data/node1\"", &format!("\"{}\\\"$${{%%{{\"", "/-[(".repeat(100)));
         let config = parse(&text).map(|c| c.storage.path);

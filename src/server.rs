@@ -84,10 +84,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         .map_err(|e| ServerError::Startup(format!("cannot listen on {}: {e}", config.listener.cluster_address)))?;
 
     std::fs::create_dir_all(&config.storage.path).map_err(|e| {
-        ServerError::Startup(format!(
-            "cannot create storage directory {}: {e}",
-            config.storage.path.display()
-        ))
+        ServerError::Startup(format!("cannot create storage directory {}: {e}", config.storage.path.display()))
     })?;
     let storage: Arc<dyn Storage> =
         Arc::new(SledStorage::open(&config.storage.path).map_err(|e| ServerError::Startup(e.to_string()))?);
@@ -135,13 +132,8 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
             config.api_addr, args.dev_root_token_id
         );
     } else {
-        let targets: Vec<RetryJoin> = config
-            .storage
-            .retry_join
-            .iter()
-            .filter(|j| j.leader_api_addr != config.api_addr)
-            .cloned()
-            .collect();
+        let targets: Vec<RetryJoin> =
+            config.storage.retry_join.iter().filter(|j| j.leader_api_addr != config.api_addr).cloned().collect();
         if !targets.is_empty() {
             tokio::spawn(retry_join(api.clone(), targets, shutdown_rx.clone()));
         }
@@ -205,14 +197,11 @@ async fn retry_join(api: Arc<Api>, targets: Vec<RetryJoin>, mut shutdown: watch:
 
 /// The configuration of a dev server listening on `listen` (the cluster port is the next one up).
 fn dev_config(listen: &str) -> Result<(Config, tempfile::TempDir), ServerError> {
-    let address: SocketAddr = listen
-        .parse()
-        .map_err(|e| ServerError::Startup(format!("invalid --dev-listen-address {listen:?}: {e}")))?;
+    let address: SocketAddr =
+        listen.parse().map_err(|e| ServerError::Startup(format!("invalid --dev-listen-address {listen:?}: {e}")))?;
     let mut cluster_address = address;
     cluster_address.set_port(address.port().checked_add(1).ok_or_else(|| {
-        ServerError::Startup(format!(
-            "invalid --dev-listen-address {listen:?}: no port above it for the cluster"
-        ))
+        ServerError::Startup(format!("invalid --dev-listen-address {listen:?}: no port above it for the cluster"))
     })?);
     let dir = tempfile::Builder::new()
         .prefix("vigil-dev-")
@@ -226,10 +215,7 @@ fn dev_config(listen: &str) -> Result<(Config, tempfile::TempDir), ServerError> 
             snapshot_threshold: RaftStorageConfig::DEFAULT_SNAPSHOT_THRESHOLD,
             trailing_logs: RaftStorageConfig::DEFAULT_TRAILING_LOGS,
         },
-        listener: ListenerConfig {
-            address,
-            cluster_address,
-        },
+        listener: ListenerConfig { address, cluster_address },
         api_addr: format!("http://{address}"),
         cluster_addr: format!("http://{cluster_address}"),
         disable_performance_standby: false,
@@ -248,11 +234,7 @@ fn init_tracing(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&directive))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).try_init();
 }
 
 async fn wait_for_signal() {

@@ -22,11 +22,7 @@ async fn cli_reads_writes_lists_and_reports_cluster_state() {
 
     let (code, out, _) = cluster.run_cli(&["read", "kv/app/db"], &via_leader);
     assert_eq!(code, 0);
-    assert!(
-        out.lines()
-            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["user", "alice"]),
-        "{out}"
-    );
+    assert!(out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["user", "alice"]), "{out}");
 
     let (code, out, _) = cluster.run_cli(&["list", "kv/"], &via_leader);
     assert_eq!((code, out.lines().last().map(str::trim)), (0, Some("app/")), "{out}");
@@ -39,48 +35,29 @@ async fn cli_reads_writes_lists_and_reports_cluster_state() {
 
     let (code, out, _) = cluster.run_cli(&["status"], &via_follower);
     assert_eq!(code, 0);
-    assert!(
-        out.lines().any(|l| l.contains("HA Mode") && l.contains("perf-standby")),
-        "{out}"
-    );
+    assert!(out.lines().any(|l| l.contains("HA Mode") && l.contains("perf-standby")), "{out}");
 
     // Errors print the server's message and exit non-zero.
     let (code, _, err) = cluster.run_cli(&["read", "kv/missing"], &via_leader);
     assert_eq!((code, err.trim()), (2, "No value found at kv/missing"));
     let (code, _, err) = cluster.run_cli(&["write", "nomount/x", "a=b"], &via_leader);
     assert_eq!(code, 2);
-    assert!(
-        err.contains("Code: 404") && err.contains("no handler for route"),
-        "{err}"
-    );
-    let (code, _, err) = run_vigil(
-        &["read", "kv/app/db"],
-        &[("VIGIL_ADDR", &via_leader)],
-        std::path::Path::new("."),
-    );
+    assert!(err.contains("Code: 404") && err.contains("no handler for route"), "{err}");
+    let (code, _, err) = run_vigil(&["read", "kv/app/db"], &[("VIGIL_ADDR", &via_leader)], std::path::Path::new("."));
     assert_eq!(code, 2);
     assert!(err.contains("Code: 403") && err.contains("permission denied"), "{err}");
 
     let (code, out, _) = cluster.run_cli(&["kv", "delete", "kv/app/db"], &via_follower);
-    assert_eq!(
-        (code, out.trim()),
-        (0, "Success! Data deleted (if it existed) at: kv/app/db")
-    );
+    assert_eq!((code, out.trim()), (0, "Success! Data deleted (if it existed) at: kv/app/db"));
 }
 
 #[tokio::test]
 async fn operator_init_and_join_build_a_cluster() {
-    let mut cluster = TestCluster::start(common::ClusterOptions {
-        nodes: 1,
-        ..Default::default()
-    })
-    .await;
+    let mut cluster = TestCluster::start(common::ClusterOptions { nodes: 1, ..Default::default() }).await;
     let fresh = cluster.add_node_process();
     cluster.wait_health(fresh, &[501]).await;
-    let (code, out, err) = cluster.run_cli(
-        &["operator", "raft", "join", &cluster.nodes[0].api_addr()],
-        &cluster.nodes[fresh].api_addr(),
-    );
+    let (code, out, err) =
+        cluster.run_cli(&["operator", "raft", "join", &cluster.nodes[0].api_addr()], &cluster.nodes[fresh].api_addr());
     assert_eq!(code, 0, "{out}{err}");
     cluster.wait_stable().await;
     assert_eq!(cluster.health(fresh).await, Some(473));

@@ -26,13 +26,7 @@ async fn cluster_forms_with_one_active_node_and_two_performance_standbys() {
     assert_eq!(health_codes(&cluster).await, vec![200, 473, 473]);
 
     let leader = cluster.leader().await;
-    let config = cluster
-        .client(leader)
-        .get("/v1/sys/storage/raft/configuration")
-        .await
-        .unwrap()
-        .json()
-        .unwrap();
+    let config = cluster.client(leader).get("/v1/sys/storage/raft/configuration").await.unwrap().json().unwrap();
     let servers = config["data"]["config"]["servers"].as_array().unwrap().clone();
     let mut names: Vec<&str> = servers.iter().map(|s| s["node_id"].as_str().unwrap()).collect();
     names.sort();
@@ -41,10 +35,7 @@ async fn cluster_forms_with_one_active_node_and_two_performance_standbys() {
     let leaders: Vec<&Value> = servers.iter().filter(|s| s["leader"] == json!(true)).collect();
     assert_eq!(leaders.len(), 1);
     assert_eq!(leaders[0]["node_id"], json!(cluster.nodes[leader].name));
-    assert_eq!(
-        leaders[0]["address"],
-        json!(format!("127.0.0.1:{}", cluster.nodes[leader].cluster_port))
-    );
+    assert_eq!(leaders[0]["address"], json!(format!("127.0.0.1:{}", cluster.nodes[leader].cluster_port)));
 
     // Every node names the same active node; only it says is_self.
     for i in 0..3 {
@@ -58,34 +49,13 @@ async fn cluster_forms_with_one_active_node_and_two_performance_standbys() {
     // Vault's query overrides.
     let follower = cluster.others(leader)[0];
     let plain = cluster.client(follower);
-    assert_eq!(
-        plain.get("/v1/sys/health?perfstandbyok=true").await.unwrap().status,
-        200
-    );
-    assert_eq!(
-        plain
-            .get("/v1/sys/health?performancestandbycode=299")
-            .await
-            .unwrap()
-            .status,
-        299
-    );
+    assert_eq!(plain.get("/v1/sys/health?perfstandbyok=true").await.unwrap().status, 200);
+    assert_eq!(plain.get("/v1/sys/health?performancestandbycode=299").await.unwrap().status, 299);
     assert_eq!(plain.get("/v1/sys/health?standbyok=true").await.unwrap().status, 473);
-    assert_eq!(
-        cluster
-            .client(leader)
-            .get("/v1/sys/health?activecode=201")
-            .await
-            .unwrap()
-            .status,
-        201
-    );
+    assert_eq!(cluster.client(leader).get("/v1/sys/health?activecode=201").await.unwrap().status, 201);
     let bad = plain.get("/v1/sys/health?standbyok=maybe").await.unwrap();
     assert_eq!(bad.status, 400);
-    assert_eq!(
-        bad.errors(),
-        vec!["invalid value for \"standbyok\": \"maybe\" is not a boolean"]
-    );
+    assert_eq!(bad.errors(), vec!["invalid value for \"standbyok\": \"maybe\" is not a boolean"]);
     let head = plain.request("HEAD", "/v1/sys/health", None).await.unwrap();
     assert_eq!((head.status, head.body.len()), (473, 0));
 }
@@ -100,10 +70,7 @@ async fn write_through_a_follower_is_readable_on_every_node() {
     let resp = cluster.client(follower).put("/v1/kv/app/db", &data).await.unwrap();
     assert_eq!(resp.status, 204, "{}", resp.text());
     // Read-your-writes: the node that forwarded the write has applied it before answering.
-    assert_eq!(
-        cluster.read(follower, "/v1/kv/app/db").await.map(|v| v["data"].clone()),
-        Some(data.clone())
-    );
+    assert_eq!(cluster.read(follower, "/v1/kv/app/db").await.map(|v| v["data"].clone()), Some(data.clone()));
     for i in 0..3 {
         cluster.wait_value(i, "/v1/kv/app/db", &data).await;
     }
@@ -112,26 +79,11 @@ async fn write_through_a_follower_is_readable_on_every_node() {
     assert_eq!(read["mount_type"], json!("kv"));
 
     // LIST (method and ?list=true) and DELETE through a follower.
-    let listed = cluster
-        .client(follower)
-        .list("/v1/kv/app")
-        .await
-        .unwrap()
-        .json()
-        .unwrap();
+    let listed = cluster.client(follower).list("/v1/kv/app").await.unwrap().json().unwrap();
     assert_eq!(listed["data"]["keys"], json!(["db"]));
-    let listed = cluster
-        .client(follower)
-        .get("/v1/kv/?list=true")
-        .await
-        .unwrap()
-        .json()
-        .unwrap();
+    let listed = cluster.client(follower).get("/v1/kv/?list=true").await.unwrap().json().unwrap();
     assert_eq!(listed["data"]["keys"], json!(["app/"]));
-    assert_eq!(
-        cluster.client(follower).delete("/v1/kv/app/db").await.unwrap().status,
-        204
-    );
+    assert_eq!(cluster.client(follower).delete("/v1/kv/app/db").await.unwrap().status, 204);
     for i in 0..3 {
         wait_for("delete to replicate", WAIT, || async {
             (cluster.client(i).get("/v1/kv/app/db").await.ok()?.status == 404).then_some(())
@@ -139,10 +91,7 @@ async fn write_through_a_follower_is_readable_on_every_node() {
         .await;
     }
     let missing = cluster.client(follower).get("/v1/kv/app/db").await.unwrap();
-    assert_eq!(
-        (missing.status, missing.json().unwrap()),
-        (404, json!({ "errors": [] }))
-    );
+    assert_eq!((missing.status, missing.json().unwrap()), (404, json!({ "errors": [] })));
     assert_eq!(cluster.client(follower).list("/v1/kv/app").await.unwrap().status, 404);
 }
 
@@ -151,15 +100,7 @@ async fn concurrent_writes_are_group_committed_and_each_gets_its_own_result() {
     let cluster = TestCluster::start3().await;
     let leader = cluster.leader().await;
     let index = |body: Value| body["raft_applied_index"].as_u64().unwrap();
-    let before = index(
-        cluster
-            .client(leader)
-            .get("/v1/sys/leader")
-            .await
-            .unwrap()
-            .json()
-            .unwrap(),
-    );
+    let before = index(cluster.client(leader).get("/v1/sys/leader").await.unwrap().json().unwrap());
 
     let writers: Vec<_> = (0..64)
         .map(|n| {
@@ -170,27 +111,12 @@ async fn concurrent_writes_are_group_committed_and_each_gets_its_own_result() {
     for writer in writers {
         assert_eq!(writer.await.unwrap().unwrap().status, 204);
     }
-    let after = index(
-        cluster
-            .client(leader)
-            .get("/v1/sys/leader")
-            .await
-            .unwrap()
-            .json()
-            .unwrap(),
-    );
+    let after = index(cluster.client(leader).get("/v1/sys/leader").await.unwrap().json().unwrap());
     for n in 0..64 {
-        assert_eq!(
-            cluster.read(leader, &format!("/v1/kv/group/{n}")).await.unwrap()["data"],
-            json!({ "n": n })
-        );
+        assert_eq!(cluster.read(leader, &format!("/v1/kv/group/{n}")).await.unwrap()["data"], json!({ "n": n }));
     }
     // 64 writes used fewer than 64 log entries: some shared an entry (and its fsync).
-    assert!(
-        after - before < 64,
-        "64 concurrent writes took {} log entries",
-        after - before
-    );
+    assert!(after - before < 64, "64 concurrent writes took {} log entries", after - before);
 }
 
 /// Writes unique keys through every node until stopped; records what was acknowledged.
@@ -229,10 +155,7 @@ async fn killing_the_leader_under_writes_loses_no_acknowledged_write() {
     let stop = Arc::new(AtomicBool::new(false));
     let writers = spawn_writers(&cluster, acked.clone(), stop.clone());
 
-    wait_for("writes before the kill", WAIT, || async {
-        (acked.lock().unwrap().len() >= 50).then_some(())
-    })
-    .await;
+    wait_for("writes before the kill", WAIT, || async { (acked.lock().unwrap().len() >= 50).then_some(()) }).await;
     let old_leader = cluster.leader().await;
     cluster.kill(old_leader);
     let acked_at_kill = acked.lock().unwrap().len();
@@ -265,60 +188,36 @@ async fn killing_the_leader_under_writes_loses_no_acknowledged_write() {
 
 #[tokio::test]
 async fn a_restarted_node_catches_up_through_a_snapshot_after_the_log_was_purged() {
-    let options = ClusterOptions {
-        snapshot_threshold: 20,
-        trailing_logs: 5,
-        ..Default::default()
-    };
+    let options = ClusterOptions { snapshot_threshold: 20, trailing_logs: 5, ..Default::default() };
     let mut cluster = TestCluster::start(options).await;
     let leader = cluster.leader().await;
     let follower = cluster.others(leader)[0];
     cluster.kill(follower);
 
     for n in 0..120 {
-        let resp = cluster
-            .client(leader)
-            .put(&format!("/v1/kv/snap/{n}"), &json!({ "n": n }))
-            .await
-            .unwrap();
+        let resp = cluster.client(leader).put(&format!("/v1/kv/snap/{n}"), &json!({ "n": n })).await.unwrap();
         assert_eq!(resp.status, 204);
     }
     assert!(!cluster.nodes[follower].log().contains("installing snapshot"));
     cluster.restart(follower).await;
     for n in 0..120 {
-        cluster
-            .wait_value(follower, &format!("/v1/kv/snap/{n}"), &json!({ "n": n }))
-            .await;
+        cluster.wait_value(follower, &format!("/v1/kv/snap/{n}"), &json!({ "n": n })).await;
     }
     // The log it missed was purged on the others, so it can only have caught up through a snapshot.
-    assert!(
-        cluster.nodes[follower].log().contains("installing snapshot"),
-        "{}",
-        cluster.nodes[follower].log()
-    );
+    assert!(cluster.nodes[follower].log().contains("installing snapshot"), "{}", cluster.nodes[follower].log());
     // And it survives another restart (snapshot and state are on disk).
     cluster.kill(follower);
     cluster.restart(follower).await;
-    cluster
-        .wait_value(follower, "/v1/kv/snap/119", &json!({ "n": 119 }))
-        .await;
+    cluster.wait_value(follower, "/v1/kv/snap/119", &json!({ "n": 119 })).await;
 }
 
 #[tokio::test]
 async fn a_late_joiner_receives_everything_and_becomes_a_voter() {
-    let options = ClusterOptions {
-        snapshot_threshold: 20,
-        trailing_logs: 5,
-        ..Default::default()
-    };
+    let options = ClusterOptions { snapshot_threshold: 20, trailing_logs: 5, ..Default::default() };
     let mut cluster = TestCluster::start(options).await;
     let leader = cluster.leader().await;
     for n in 0..60 {
-        cluster
-            .client(leader)
-            .put(&format!("/v1/kv/early/{n}"), &json!({ "n": n }))
-            .await
-            .unwrap();
+        cluster.client(leader).put(&format!("/v1/kv/early/{n}"), &json!({ "n": n })).await.unwrap();
     }
     let late = cluster.add_node_process();
     cluster.wait_health(late, &[501]).await;
@@ -326,25 +225,17 @@ async fn a_late_joiner_receives_everything_and_becomes_a_voter() {
     let through = cluster.others(leader).into_iter().find(|i| *i != late).unwrap();
     cluster.join(late, through).await;
     for n in 0..60 {
-        cluster
-            .wait_value(late, &format!("/v1/kv/early/{n}"), &json!({ "n": n }))
-            .await;
+        cluster.wait_value(late, &format!("/v1/kv/early/{n}"), &json!({ "n": n })).await;
     }
     cluster.wait_stable().await;
     assert_eq!(cluster.health(late).await, Some(473));
     // Joining again is refused: it is already a member.
     let again = cluster
         .client(late)
-        .post(
-            "/v1/sys/storage/raft/join",
-            &json!({ "leader_api_addr": cluster.nodes[leader].api_addr() }),
-        )
+        .post("/v1/sys/storage/raft/join", &json!({ "leader_api_addr": cluster.nodes[leader].api_addr() }))
         .await
         .unwrap();
-    assert_eq!(
-        (again.status, again.errors()),
-        (400, vec!["this node is already part of a cluster".to_string()])
-    );
+    assert_eq!((again.status, again.errors()), (400, vec!["this node is already part of a cluster".to_string()]));
 }
 
 #[tokio::test]
@@ -353,100 +244,47 @@ async fn remove_peer_shrinks_the_cluster() {
     let leader = cluster.leader().await;
     let victim = cluster.others(leader)[0];
     let name = cluster.nodes[victim].name.clone();
-    let resp = cluster
-        .client(leader)
-        .post("/v1/sys/storage/raft/remove-peer", &json!({ "server_id": name }))
-        .await;
+    let resp = cluster.client(leader).post("/v1/sys/storage/raft/remove-peer", &json!({ "server_id": name })).await;
     assert_eq!(resp.unwrap().status, 204);
     let servers = wait_for("membership without the removed peer", WAIT, || async {
-        let config = cluster
-            .client(leader)
-            .get("/v1/sys/storage/raft/configuration")
-            .await
-            .ok()?
-            .json()
-            .ok()?;
+        let config = cluster.client(leader).get("/v1/sys/storage/raft/configuration").await.ok()?.json().ok()?;
         let servers = config["data"]["config"]["servers"].as_array()?.clone();
         (servers.len() == 2).then_some(servers)
     })
     .await;
     assert!(servers.iter().all(|s| s["node_id"] != json!(name)));
     // The two remaining nodes still accept writes.
-    assert_eq!(
-        cluster
-            .client(leader)
-            .put("/v1/kv/after-remove", &json!({ "a": "b" }))
-            .await
-            .unwrap()
-            .status,
-        204
-    );
+    assert_eq!(cluster.client(leader).put("/v1/kv/after-remove", &json!({ "a": "b" })).await.unwrap().status, 204);
     // Removing an unknown peer is a clear 400.
-    let unknown = cluster
-        .client(leader)
-        .post("/v1/sys/storage/raft/remove-peer", &json!({ "server_id": "nope" }))
-        .await;
+    let unknown =
+        cluster.client(leader).post("/v1/sys/storage/raft/remove-peer", &json!({ "server_id": "nope" })).await;
     let unknown = unknown.unwrap();
-    assert_eq!(
-        (unknown.status, unknown.errors()),
-        (400, vec!["no member with node id \"nope\"".to_string()])
-    );
+    assert_eq!((unknown.status, unknown.errors()), (400, vec!["no member with node id \"nope\"".to_string()]));
 }
 
 #[tokio::test]
 async fn a_plain_standby_forwards_reads_and_writes() {
-    let options = ClusterOptions {
-        plain_standbys: vec![1, 2],
-        ..Default::default()
-    };
+    let options = ClusterOptions { plain_standbys: vec![1, 2], ..Default::default() };
     let cluster = TestCluster::start(options).await;
     assert_eq!(health_codes(&cluster).await, vec![200, 429, 429]);
     let leader = cluster.leader().await;
     let standby = cluster.others(leader)[0];
-    let body = cluster
-        .client(standby)
-        .get("/v1/sys/leader")
-        .await
-        .unwrap()
-        .json()
-        .unwrap();
+    let body = cluster.client(standby).get("/v1/sys/leader").await.unwrap().json().unwrap();
     assert_eq!(body["performance_standby"], json!(false));
 
     let data = json!({ "k": "v" });
-    assert_eq!(
-        cluster.client(standby).put("/v1/kv/plain", &data).await.unwrap().status,
-        204
-    );
+    assert_eq!(cluster.client(standby).put("/v1/kv/plain", &data).await.unwrap().status, 204);
     // The read is forwarded to the active node, so it sees the write at once.
     assert_eq!(cluster.read(standby, "/v1/kv/plain").await.unwrap()["data"], data);
-    assert_eq!(
-        cluster
-            .client(standby)
-            .get("/v1/sys/health?standbyok=true")
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(cluster.client(standby).get("/v1/sys/health?standbyok=true").await.unwrap().status, 200);
 }
 
 #[tokio::test]
 async fn nodes_join_on_their_own_with_retry_join() {
-    let options = ClusterOptions {
-        retry_join: true,
-        ..Default::default()
-    };
+    let options = ClusterOptions { retry_join: true, ..Default::default() };
     let cluster = TestCluster::start(options).await;
     assert_eq!(health_codes(&cluster).await, vec![200, 473, 473]);
-    assert_eq!(
-        cluster
-            .client(2)
-            .put("/v1/kv/auto", &json!({ "x": "y" }))
-            .await
-            .unwrap()
-            .status,
-        204
-    );
+    assert_eq!(cluster.client(2).put("/v1/kv/auto", &json!({ "x": "y" })).await.unwrap().status, 204);
     cluster.wait_value(1, "/v1/kv/auto", &json!({ "x": "y" })).await;
 }
 
@@ -458,17 +296,10 @@ async fn without_a_majority_requests_wait_then_get_503() {
     cluster.kill(leader);
     cluster.kill(others[0]);
     let survivor = others[1];
-    let resp = cluster
-        .client(survivor)
-        .put("/v1/kv/lonely", &json!({ "a": "b" }))
-        .await
-        .unwrap();
+    let resp = cluster.client(survivor).put("/v1/kv/lonely", &json!({ "a": "b" })).await.unwrap();
     assert_eq!(resp.status, 503, "{}", resp.text());
     let error = resp.errors().join(" ");
     assert!(error.contains("waited 5s"), "{error}");
     // Health says there is no leader.
-    wait_for("health 503", WAIT, || async {
-        (cluster.health(survivor).await == Some(503)).then_some(())
-    })
-    .await;
+    wait_for("health 503", WAIT, || async { (cluster.health(survivor).await == Some(503)).then_some(()) }).await;
 }

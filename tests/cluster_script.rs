@@ -21,11 +21,7 @@ fn script(dir: &Path, base: u16, args: &[&str]) -> (i32, String) {
         .env_remove("VIGIL_TOKEN")
         .output()
         .expect("run cluster.sh");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), text)
 }
 
@@ -65,10 +61,7 @@ async fn cluster_script_starts_a_healthy_cluster_that_survives_losing_its_leader
     let (code, out) = script(dir.path(), base, &["start"]);
     assert_eq!(code, 0, "{out}");
     let token = std::fs::read_to_string(dir.path().join(".cluster/root-token")).unwrap();
-    assert!(
-        out.contains(&format!("export VIGIL_ADDR=http://127.0.0.1:{base}")),
-        "{out}"
-    );
+    assert!(out.contains(&format!("export VIGIL_ADDR=http://127.0.0.1:{base}")), "{out}");
     assert!(out.contains(&format!("export VIGIL_TOKEN={}", token.trim())), "{out}");
     let mut codes = vec![health(base, 1).await, health(base, 2).await, health(base, 3).await];
     codes.sort();
@@ -90,10 +83,7 @@ async fn cluster_script_starts_a_healthy_cluster_that_survives_losing_its_leader
     assert_eq!(code, 0, "{out}");
     let survivor = if leader == 1 { 2 } else { 1 };
     let client = Client::new(&format!("http://127.0.0.1:{}", base + 10 * (survivor - 1))).with_token(token.trim());
-    let resp = client
-        .put("/v1/kv/after-failover", &serde_json::json!({ "ok": true }))
-        .await
-        .unwrap();
+    let resp = client.put("/v1/kv/after-failover", &serde_json::json!({ "ok": true })).await.unwrap();
     assert_eq!(resp.status, 204, "{}", resp.text());
     let (code, out) = script(dir.path(), base, &["restart", &leader.to_string()]);
     assert_eq!(code, 0, "{out}");
@@ -112,10 +102,7 @@ impl Drop for StopOnDrop {
             eprintln!("{out}");
             for n in 1..=3 {
                 let log = std::fs::read_to_string(self.0.join(format!(".cluster/node{n}.log"))).unwrap_or_default();
-                eprintln!(
-                    "----- node{n} -----\n{}",
-                    log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
-                );
+                eprintln!("----- node{n} -----\n{}", log.lines().rev().take(20).collect::<Vec<_>>().join("\n"));
             }
         }
     }

@@ -10,15 +10,8 @@
 use std::ffi::OsString;
 
 /// Long options that take a value (`-name value` or `-name=value`).
-const VALUE_OPTIONS: &[&str] = &[
-    "config",
-    "dev-root-token-id",
-    "dev-listen-address",
-    "address",
-    "token",
-    "format",
-    "mount",
-];
+const VALUE_OPTIONS: &[&str] =
+    &["config", "dev-root-token-id", "dev-listen-address", "address", "token", "format", "mount"];
 
 /// Long options that are plain switches.
 const SWITCH_OPTIONS: &[&str] = &["dev", "help", "version"];
@@ -84,77 +77,36 @@ mod tests {
     use super::*;
 
     fn norm(args: &[&str]) -> Vec<String> {
-        normalize(args.iter().copied())
-            .into_iter()
-            .map(|a| a.into_string().unwrap())
-            .collect()
+        normalize(args.iter().copied()).into_iter().map(|a| a.into_string().unwrap()).collect()
     }
 
     #[test]
     fn single_dash_long_options_become_double_dash() {
+        assert_eq!(norm(&["vigil", "server", "-config=n.hcl"]), ["vigil", "server", "--config=n.hcl"]);
+        assert_eq!(norm(&["vigil", "server", "-config", "n.hcl"]), ["vigil", "server", "--config", "n.hcl"]);
         assert_eq!(
-            norm(&["vigil", "server", "-config=n.hcl"]),
-            ["vigil", "server", "--config=n.hcl"]
-        );
-        assert_eq!(
-            norm(&["vigil", "server", "-config", "n.hcl"]),
-            ["vigil", "server", "--config", "n.hcl"]
-        );
-        assert_eq!(
-            norm(&[
-                "vigil",
-                "server",
-                "-dev",
-                "-dev-root-token-id=abc",
-                "-dev-listen-address",
-                "127.0.0.1:9200"
-            ]),
-            [
-                "vigil",
-                "server",
-                "--dev",
-                "--dev-root-token-id=abc",
-                "--dev-listen-address",
-                "127.0.0.1:9200"
-            ]
+            norm(&["vigil", "server", "-dev", "-dev-root-token-id=abc", "-dev-listen-address", "127.0.0.1:9200"]),
+            ["vigil", "server", "--dev", "--dev-root-token-id=abc", "--dev-listen-address", "127.0.0.1:9200"]
         );
         assert_eq!(
             norm(&["vigil", "status", "-format=json", "-address=http://h:1"]),
             ["vigil", "status", "--format=json", "--address=http://h:1"]
         );
-        assert_eq!(
-            norm(&["vigil", "kv", "get", "-mount=kv", "foo"]),
-            ["vigil", "kv", "get", "--mount=kv", "foo"]
-        );
+        assert_eq!(norm(&["vigil", "kv", "get", "-mount=kv", "foo"]), ["vigil", "kv", "get", "--mount=kv", "foo"]);
         assert_eq!(norm(&["vigil", "-help"]), ["vigil", "--help"]);
     }
 
     #[test]
     fn other_arguments_are_untouched() {
-        assert_eq!(
-            norm(&["vigil", "--format", "json", "status"]),
-            ["vigil", "--format", "json", "status"]
-        );
+        assert_eq!(norm(&["vigil", "--format", "json", "status"]), ["vigil", "--format", "json", "status"]);
         assert_eq!(norm(&["vigil", "-h"]), ["vigil", "-h"]);
         assert_eq!(norm(&["vigil", "-unknown=1"]), ["vigil", "-unknown=1"]);
-        assert_eq!(
-            norm(&["vigil", "write", "kv/a", "x=-dev"]),
-            ["vigil", "write", "kv/a", "x=-dev"]
-        );
+        assert_eq!(norm(&["vigil", "write", "kv/a", "x=-dev"]), ["vigil", "write", "kv/a", "x=-dev"]);
         // The value of a value-taking option is never rewritten.
-        assert_eq!(
-            norm(&["vigil", "-token", "-dev", "status"]),
-            ["vigil", "--token", "-dev", "status"]
-        );
-        assert_eq!(
-            norm(&["vigil", "--token", "-format", "status"]),
-            ["vigil", "--token", "-format", "status"]
-        );
+        assert_eq!(norm(&["vigil", "-token", "-dev", "status"]), ["vigil", "--token", "-dev", "status"]);
+        assert_eq!(norm(&["vigil", "--token", "-format", "status"]), ["vigil", "--token", "-format", "status"]);
         // Nothing after `--` is rewritten.
-        assert_eq!(
-            norm(&["vigil", "write", "--", "-dev"]),
-            ["vigil", "write", "--", "-dev"]
-        );
+        assert_eq!(norm(&["vigil", "write", "--", "-dev"]), ["vigil", "write", "--", "-dev"]);
         // The program name is kept even if it looks like an option.
         assert_eq!(norm(&["-dev"]), ["-dev"]);
         assert!(norm(&[]).is_empty());

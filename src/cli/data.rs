@@ -23,9 +23,7 @@ pub fn parse_pairs(args: &[String]) -> Result<Map<String, Value>, String> {
         |path| std::fs::read_to_string(path).map_err(|e| format!("error reading {path}: {e}")),
         || {
             let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .map_err(|e| format!("error reading stdin: {e}"))?;
+            std::io::stdin().read_to_string(&mut s).map_err(|e| format!("error reading stdin: {e}"))?;
             Ok(s)
         },
     )

@@ -91,10 +91,7 @@ pub async fn resolve(_ctx: &Ctx, args: &KvPathArgs) -> Result<KvTarget, CliError
 /// The offline part of [`resolve`].
 fn split_target(mount: Option<&str>, path: &str) -> Result<KvTarget, CliError> {
     let (mount, path) = match mount {
-        Some(m) => (
-            m.trim_matches('/').to_string(),
-            path.trim_start_matches('/').to_string(),
-        ),
+        Some(m) => (m.trim_matches('/').to_string(), path.trim_start_matches('/').to_string()),
         None => {
             let full = path.trim_start_matches('/');
             match full.split_once('/') {
@@ -104,9 +101,7 @@ fn split_target(mount: Option<&str>, path: &str) -> Result<KvTarget, CliError> {
         }
     };
     if mount.is_empty() {
-        return Err(CliError::local(
-            "a kv path must start with its mount, e.g. kv/foo (or use -mount)",
-        ));
+        return Err(CliError::local("a kv path must start with its mount, e.g. kv/foo (or use -mount)"));
     }
     Ok(KvTarget { mount, path })
 }
@@ -141,13 +136,7 @@ mod tests {
     #[test]
     fn targets() {
         let t = split_target(None, "kv/foo/bar").unwrap();
-        assert_eq!(
-            t,
-            KvTarget {
-                mount: "kv".into(),
-                path: "foo/bar".into()
-            }
-        );
+        assert_eq!(t, KvTarget { mount: "kv".into(), path: "foo/bar".into() });
         assert_eq!(t.display(), "kv/foo/bar");
         assert_eq!(t.read_path(), "/v1/kv/foo/bar");
 

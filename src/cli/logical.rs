@@ -28,11 +28,7 @@ pub fn display_path(path: &str) -> &str {
 /// `GET`: prints the secret's Key/Value table (json: the whole response). A 404 is `No value found at`.
 pub async fn read(ctx: &Ctx, display: &str, api_path: &str) -> CmdResult {
     let action = format!("Error reading {display}");
-    let resp = ctx
-        .client
-        .get(api_path)
-        .await
-        .map_err(|e| CliError::client(&action, &e))?;
+    let resp = ctx.client.get(api_path).await.map_err(|e| CliError::client(&action, &e))?;
     if resp.status == 404 {
         return Err(CliError::not_found(display));
     }
@@ -45,11 +41,7 @@ pub async fn read(ctx: &Ctx, display: &str, api_path: &str) -> CmdResult {
 /// `PUT` of `data` as JSON: prints `Success! Data written to: <path>`, or the returned secret if there is one.
 pub async fn write(ctx: &Ctx, display: &str, api_path: &str, data: Map<String, Value>) -> CmdResult {
     let action = format!("Error writing {display}");
-    let resp = ctx
-        .client
-        .put(api_path, &Value::Object(data))
-        .await
-        .map_err(|e| CliError::client(&action, &e))?;
+    let resp = ctx.client.put(api_path, &Value::Object(data)).await.map_err(|e| CliError::client(&action, &e))?;
     let resp = check(&action, resp)?;
     match resp.json() {
         Ok(body) if has_secret(&body) => print_secret(ctx.format, &body),
@@ -63,11 +55,7 @@ pub async fn write(ctx: &Ctx, display: &str, api_path: &str, data: Map<String, V
 /// `DELETE`: prints `Success! Data deleted (if it existed) at: <path>`.
 pub async fn delete(ctx: &Ctx, display: &str, api_path: &str) -> CmdResult {
     let action = format!("Error deleting {display}");
-    let resp = ctx
-        .client
-        .delete(api_path)
-        .await
-        .map_err(|e| CliError::client(&action, &e))?;
+    let resp = ctx.client.delete(api_path).await.map_err(|e| CliError::client(&action, &e))?;
     let resp = check(&action, resp)?;
     match (ctx.format, resp.json()) {
         (Format::Json, Ok(body)) => output::print_json(&body),
@@ -80,11 +68,7 @@ pub async fn delete(ctx: &Ctx, display: &str, api_path: &str) -> CmdResult {
 /// `LIST`: prints `Keys`, a dashed line and the keys (json: the array of keys, as `vault list` does).
 pub async fn list(ctx: &Ctx, display: &str, api_path: &str) -> CmdResult {
     let action = format!("Error listing {display}");
-    let resp = ctx
-        .client
-        .list(api_path)
-        .await
-        .map_err(|e| CliError::client(&action, &e))?;
+    let resp = ctx.client.list(api_path).await.map_err(|e| CliError::client(&action, &e))?;
     if resp.status == 404 {
         return Err(CliError::not_found(display));
     }

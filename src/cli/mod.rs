@@ -118,19 +118,12 @@ impl Ctx {
             .or_else(|| non_empty("VIGIL_ADDR"))
             .or_else(|| non_empty("VAULT_ADDR"))
             .unwrap_or_else(|| DEFAULT_ADDRESS.to_string());
-        let token = global
-            .token
-            .clone()
-            .or_else(|| non_empty("VIGIL_TOKEN"))
-            .or_else(|| non_empty("VAULT_TOKEN"));
+        let token = global.token.clone().or_else(|| non_empty("VIGIL_TOKEN")).or_else(|| non_empty("VAULT_TOKEN"));
         let mut client = Client::new(&address);
         if let Some(token) = token {
             client = client.with_token(token.trim());
         }
-        Ctx {
-            client,
-            format: global.format,
-        }
+        Ctx { client, format: global.format }
     }
 }
 
@@ -213,22 +206,12 @@ mod tests {
         assert_eq!(args.dev_root_token_id, "root");
         assert_eq!(args.dev_listen_address, "127.0.0.1:8200");
 
-        let cli = parse(&[
-            "vigil",
-            "server",
-            "-dev",
-            "-dev-root-token-id",
-            "t",
-            "-dev-listen-address=127.0.0.1:9",
-        ])
-        .unwrap();
+        let cli =
+            parse(&["vigil", "server", "-dev", "-dev-root-token-id", "t", "-dev-listen-address=127.0.0.1:9"]).unwrap();
         let Command::Server(cmd) = cli.command else { panic!() };
         let args = cmd.server_args();
         assert!(args.dev && args.config.is_none());
-        assert_eq!(
-            (args.dev_root_token_id.as_str(), args.dev_listen_address.as_str()),
-            ("t", "127.0.0.1:9")
-        );
+        assert_eq!((args.dev_root_token_id.as_str(), args.dev_listen_address.as_str()), ("t", "127.0.0.1:9"));
 
         let cli = parse(&["vigil", "server", "--dev", "--config", "x.hcl"]).unwrap();
         assert!(matches!(cli.command, Command::Server(_)));
@@ -241,12 +224,7 @@ mod tests {
     fn client_commands() {
         let cli = parse(&["vigil", "kv", "put", "-mount=kv", "foo", "a=1", "-format=json"]).unwrap();
         assert_eq!(cli.global.format, Format::Json);
-        let Command::Kv {
-            cmd: kv::KvCmd::Put { target, data },
-        } = cli.command
-        else {
-            panic!()
-        };
+        let Command::Kv { cmd: kv::KvCmd::Put { target, data } } = cli.command else { panic!() };
         assert_eq!((target.mount.as_deref(), target.path.as_str()), (Some("kv"), "foo"));
         assert_eq!(data, ["a=1"]);
 
@@ -254,11 +232,7 @@ mod tests {
         assert_eq!(cli.global.address.as_deref(), Some("http://h:1"));
         assert!(matches!(
             cli.command,
-            Command::Operator {
-                cmd: operator::OperatorCmd::Raft {
-                    cmd: operator::RaftCmd::Join { .. }
-                }
-            }
+            Command::Operator { cmd: operator::OperatorCmd::Raft { cmd: operator::RaftCmd::Join { .. } } }
         ));
         assert!(parse(&["vigil", "operator", "raft", "remove-peer", "node3"]).is_ok());
         assert!(parse(&["vigil", "operator", "raft", "list-peers"]).is_ok());
@@ -283,20 +257,12 @@ mod tests {
         assert_eq!(ctx.client.addr(), DEFAULT_ADDRESS);
         assert_eq!(ctx.client.token(), None);
 
-        let both = env(&[
-            ("VIGIL_ADDR", "http://v:1"),
-            ("VAULT_ADDR", "http://a:2"),
-            ("VAULT_TOKEN", "vt"),
-        ]);
+        let both = env(&[("VIGIL_ADDR", "http://v:1"), ("VAULT_ADDR", "http://a:2"), ("VAULT_TOKEN", "vt")]);
         let ctx = Ctx::from_args(&global(None, None), both);
         assert_eq!(ctx.client.addr(), "http://v:1");
         assert_eq!(ctx.client.token(), Some("vt"));
 
-        let vault_only = env(&[
-            ("VAULT_ADDR", "http://a:2/"),
-            ("VIGIL_TOKEN", "gt"),
-            ("VAULT_TOKEN", "vt"),
-        ]);
+        let vault_only = env(&[("VAULT_ADDR", "http://a:2/"), ("VIGIL_TOKEN", "gt"), ("VAULT_TOKEN", "vt")]);
         let ctx = Ctx::from_args(&global(None, None), vault_only);
         assert_eq!(ctx.client.addr(), "http://a:2");
         assert_eq!(ctx.client.token(), Some("gt"));

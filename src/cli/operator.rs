@@ -51,11 +51,7 @@ pub async fn run(ctx: &Ctx, cmd: &OperatorCmd) -> CmdResult {
 /// `PUT /v1/sys/init {}` -> `{"keys":[],"keys_base64":[],"root_token":"..."}`.
 async fn init(ctx: &Ctx) -> CmdResult {
     let action = "Error initializing";
-    let resp = ctx
-        .client
-        .put("/v1/sys/init", &json!({}))
-        .await
-        .map_err(|e| CliError::client(action, &e))?;
+    let resp = ctx.client.put("/v1/sys/init", &json!({})).await.map_err(|e| CliError::client(action, &e))?;
     let resp = check(action, resp)?;
     let body = json_body(action, &resp)?;
     if ctx.format == Format::Json {
@@ -77,11 +73,7 @@ async fn init(ctx: &Ctx) -> CmdResult {
 /// `GET /v1/sys/storage/raft/configuration` -> `{"data":{"config":{"index":N,"servers":[...]}}}`.
 async fn list_peers(ctx: &Ctx) -> CmdResult {
     let action = "Error reading the raft cluster configuration";
-    let resp = ctx
-        .client
-        .get("/v1/sys/storage/raft/configuration")
-        .await
-        .map_err(|e| CliError::client(action, &e))?;
+    let resp = ctx.client.get("/v1/sys/storage/raft/configuration").await.map_err(|e| CliError::client(action, &e))?;
     let resp = check(action, resp)?;
     let body = json_body(action, &resp)?;
     if ctx.format == Format::Json {
@@ -119,10 +111,7 @@ async fn join(ctx: &Ctx, leader_api_addr: &str) -> CmdResult {
     let action = "Error joining the node to the raft cluster";
     let resp = ctx
         .client
-        .post(
-            "/v1/sys/storage/raft/join",
-            &json!({ "leader_api_addr": leader_api_addr }),
-        )
+        .post("/v1/sys/storage/raft/join", &json!({ "leader_api_addr": leader_api_addr }))
         .await
         .map_err(|e| CliError::client(action, &e))?;
     let resp = check(action, resp)?;

@@ -30,18 +30,12 @@ pub struct CliError {
 impl CliError {
     /// A local error (bad input, unreadable file): exit code 1.
     pub fn local(message: impl Into<String>) -> CliError {
-        CliError {
-            message: message.into(),
-            code: 1,
-        }
+        CliError { message: message.into(), code: 1 }
     }
 
     /// A remote error with a ready message: exit code 2.
     pub fn remote(message: impl Into<String>) -> CliError {
-        CliError {
-            message: message.into(),
-            code: 2,
-        }
+        CliError { message: message.into(), code: 2 }
     }
 
     /// The request did not produce a response. `action` reads like "Error reading kv/foo".
@@ -210,11 +204,7 @@ pub fn secret_rows(resp: &Value) -> Vec<(String, String)> {
         let duration = auth.get("lease_duration").and_then(Value::as_u64).unwrap_or(0);
         rows.push((
             "token_duration".to_string(),
-            if duration == 0 {
-                "∞".to_string()
-            } else {
-                human_duration(duration)
-            },
+            if duration == 0 { "∞".to_string() } else { human_duration(duration) },
         ));
         rows.push(("token_renewable".to_string(), field("renewable")));
         rows.push(("token_policies".to_string(), field("token_policies")));
@@ -247,11 +237,7 @@ mod tests {
     use serde_json::json;
 
     fn response(status: u16, body: &str) -> Response {
-        Response {
-            status,
-            headers: hyper::HeaderMap::new(),
-            body: Bytes::from(body.to_string()),
-        }
+        Response { status, headers: hyper::HeaderMap::new(), body: Bytes::from(body.to_string()) }
     }
 
     #[test]
@@ -260,12 +246,7 @@ mod tests {
             &["Node", "Address", "State", "Voter"],
             &[
                 vec!["node1".into(), "127.0.0.1:8201".into(), "leader".into(), "true".into()],
-                vec![
-                    "node22".into(),
-                    "127.0.0.1:8211".into(),
-                    "follower".into(),
-                    "false".into(),
-                ],
+                vec!["node22".into(), "127.0.0.1:8211".into(), "follower".into(), "false".into()],
             ],
         );
         assert_eq!(
@@ -275,22 +256,13 @@ mod tests {
              node1     127.0.0.1:8201    leader      true\n\
              node22    127.0.0.1:8211    follower    false"
         );
-        assert_eq!(
-            kv_table(&[("Joined".into(), "true".into())]),
-            "Key       Value\n---       -----\nJoined    true"
-        );
+        assert_eq!(kv_table(&[("Joined".into(), "true".into())]), "Key       Value\n---       -----\nJoined    true");
     }
 
     #[test]
     fn api_error_message() {
-        let e = CliError::api(
-            "Error reading kv/foo",
-            &response(403, r#"{"errors":["permission denied"]}"#),
-        );
-        assert_eq!(
-            e.message,
-            "Error reading kv/foo: Code: 403. Errors:\n\n* permission denied"
-        );
+        let e = CliError::api("Error reading kv/foo", &response(403, r#"{"errors":["permission denied"]}"#));
+        assert_eq!(e.message, "Error reading kv/foo: Code: 403. Errors:\n\n* permission denied");
         assert_eq!(e.code, 2);
         let e = CliError::api("Error writing kv/foo", &response(500, "boom"));
         assert_eq!(e.message, "Error writing kv/foo: Code: 500. Errors:\n\n* boom");

@@ -19,28 +19,21 @@ pub async fn run(ctx: &Ctx) -> CmdResult {
     let sealed = health.get("sealed").and_then(Value::as_bool).unwrap_or(false);
     if !initialized || sealed {
         print(ctx.format, &health, None);
-        let reason = if !initialized {
-            "the node is not initialized (run `vigil operator init`)"
-        } else {
-            "the node is sealed"
-        };
+        let reason =
+            if !initialized { "the node is not initialized (run `vigil operator init`)" } else { "the node is sealed" };
         return Err(CliError::remote(format!("Error: {reason}")));
     }
     let action = "Error checking leader status";
-    let resp = ctx
-        .client
-        .get(LEADER_PATH)
-        .await
-        .map_err(|e| CliError::client(action, &e))?;
+    let resp = ctx.client.get(LEADER_PATH).await.map_err(|e| CliError::client(action, &e))?;
     let resp = output::check(action, resp)?;
     let leader = output::json_body(action, &resp)?;
     print(ctx.format, &health, Some(&leader));
     match leader.get("leader_address") {
         Some(v) if !is_blank(v) => Ok(()),
         // Vigil's health endpoint reports this as 503, the code Vault uses for a sealed node.
-        _ => Err(CliError::remote(
-            "Error: the node knows of no active node (the cluster has no raft leader right now)",
-        )),
+        _ => {
+            Err(CliError::remote("Error: the node knows of no active node (the cluster has no raft leader right now)"))
+        }
     }
 }
 
@@ -48,18 +41,11 @@ pub async fn run(ctx: &Ctx) -> CmdResult {
 /// body, so any status whose body is a health object is accepted.
 async fn fetch_health(ctx: &Ctx) -> Result<Map<String, Value>, CliError> {
     let action = "Error checking seal status";
-    let resp = ctx
-        .client
-        .get(HEALTH_PATH)
-        .await
-        .map_err(|e| CliError::client(action, &e))?;
+    let resp = ctx.client.get(HEALTH_PATH).await.map_err(|e| CliError::client(action, &e))?;
     match resp.json() {
         Ok(Value::Object(map)) if map.contains_key("initialized") => Ok(map),
         _ if !resp.is_success() => Err(CliError::api(action, &resp)),
-        _ => Err(CliError::remote(format!(
-            "{action}: unexpected response body: {}",
-            resp.text()
-        ))),
+        _ => Err(CliError::remote(format!("{action}: unexpected response body: {}", resp.text()))),
     }
 }
 
@@ -122,10 +108,8 @@ fn rows(health: &Map<String, Value>, leader: Option<&Value>) -> Vec<(String, Str
         _ => "<none>".to_string(),
     };
     rows.push(("Active Node Address".to_string(), active));
-    for (label, key) in [
-        ("Raft Committed Index", "raft_committed_index"),
-        ("Raft Applied Index", "raft_applied_index"),
-    ] {
+    for (label, key) in [("Raft Committed Index", "raft_committed_index"), ("Raft Applied Index", "raft_applied_index")]
+    {
         if let Some(v) = leader.get(key) {
             rows.push((label.to_string(), output::cell(v)));
         }
@@ -180,10 +164,7 @@ mod tests {
 
     #[test]
     fn active_mode_and_no_leader() {
-        let health = json!({"initialized": true, "sealed": false})
-            .as_object()
-            .unwrap()
-            .clone();
+        let health = json!({"initialized": true, "sealed": false}).as_object().unwrap().clone();
         let leader = json!({"ha_enabled": true, "is_self": true, "leader_address": "http://h:1"});
         let r = rows(&health, Some(&leader));
         assert!(r.contains(&("HA Mode".to_string(), "active".to_string())));

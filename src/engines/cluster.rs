@@ -56,11 +56,8 @@ pub async fn initialize(engines: &Engines, root_token_id: Option<String>) -> Res
         cluster_id: cluster_id.to_string(),
         cluster_name: format!("vigil-cluster-{}", &cluster_id.simple().to_string()[..8]),
     };
-    let command = Command::Initialize {
-        cluster,
-        root_token: tokens::root_entry(&root_token_id)?,
-        mounts: default_mounts(),
-    };
+    let command =
+        Command::Initialize { cluster, root_token: tokens::root_entry(&root_token_id)?, mounts: default_mounts() };
     engines.execute(&command).await?;
     Ok(root_token_id)
 }

@@ -24,14 +24,10 @@ fn data_key(mount_uuid: &str, key: &str) -> Vec<u8> {
 /// Validates a key below a mount for reads and writes.
 pub fn check_key(key: &str) -> Result<()> {
     if key.is_empty() || key.ends_with('/') {
-        return Err(Error::BadRequest(
-            "missing key: give a path below the mount, not ending in '/'".into(),
-        ));
+        return Err(Error::BadRequest("missing key: give a path below the mount, not ending in '/'".into()));
     }
     if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
-        return Err(Error::BadRequest(format!(
-            "invalid key {key:?}: empty, '.' and '..' segments are not allowed"
-        )));
+        return Err(Error::BadRequest(format!("invalid key {key:?}: empty, '.' and '..' segments are not allowed")));
     }
     Ok(())
 }
@@ -45,11 +41,7 @@ pub fn read(state: &StateReader, mount: &MountEntry, key: &str) -> Result<Map<St
 
 /// Lists the immediate children of folder `prefix` (empty for the mount's root).
 pub fn list(state: &StateReader, mount: &MountEntry, prefix: &str) -> Result<Vec<String>> {
-    let folder = if prefix.is_empty() || prefix.ends_with('/') {
-        prefix.to_string()
-    } else {
-        format!("{prefix}/")
-    };
+    let folder = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_string() } else { format!("{prefix}/") };
     let scan = format!("{}{folder}", data_prefix(&mount.uuid));
     let mut children = BTreeSet::new();
     for (key, _) in state.scan_prefix(scan.as_bytes())? {
@@ -69,15 +61,11 @@ pub fn list(state: &StateReader, mount: &MountEntry, prefix: &str) -> Result<Vec
 /// Parses a write body: a JSON object with at least one field.
 pub fn parse_write_body(body: &[u8]) -> Result<Vec<u8>> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(Error::BadRequest(
-            "no data provided: the body must be a JSON object of secret fields".into(),
-        ));
+        return Err(Error::BadRequest("no data provided: the body must be a JSON object of secret fields".into()));
     }
     let object = decode_json_object(body).map_err(|e| Error::BadRequest(format!("failed to parse JSON input: {e}")))?;
     if object.is_empty() {
-        return Err(Error::BadRequest(
-            "no data provided: the body must be a JSON object of secret fields".into(),
-        ));
+        return Err(Error::BadRequest("no data provided: the body must be a JSON object of secret fields".into()));
     }
     serde_json::to_vec(&object).map_err(|e| Error::Internal(e.to_string()))
 }
@@ -123,19 +111,9 @@ mod tests {
     fn write_bodies_must_be_non_empty_objects() {
         assert_eq!(parse_write_body(br#"{"a":1}"#).unwrap(), br#"{"a":1}"#.to_vec());
         let err = |b: &[u8]| parse_write_body(b).unwrap_err().to_string();
-        assert_eq!(
-            err(b""),
-            "no data provided: the body must be a JSON object of secret fields"
-        );
-        assert_eq!(
-            err(b"{}"),
-            "no data provided: the body must be a JSON object of secret fields"
-        );
-        assert!(
-            err(b"[1]").starts_with("failed to parse JSON input: "),
-            "{}",
-            err(b"[1]")
-        );
+        assert_eq!(err(b""), "no data provided: the body must be a JSON object of secret fields");
+        assert_eq!(err(b"{}"), "no data provided: the body must be a JSON object of secret fields");
+        assert!(err(b"[1]").starts_with("failed to parse JSON input: "), "{}", err(b"[1]"));
         assert!(err(b"{\"a\":").starts_with("failed to parse JSON input: "));
     }
 }

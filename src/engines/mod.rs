@@ -184,11 +184,9 @@ fn apply_command(
     txn: &mut StateTxn<'_>,
 ) -> std::result::Result<std::result::Result<Output, ApplyError>, StorageError> {
     match command {
-        Command::Initialize {
-            cluster,
-            root_token,
-            mounts,
-        } => cluster::apply_initialize(txn, &cluster, &root_token, &mounts),
+        Command::Initialize { cluster, root_token, mounts } => {
+            cluster::apply_initialize(txn, &cluster, &root_token, &mounts)
+        }
         Command::Mount(entry) => mounts::apply_mount(txn, &entry),
         Command::Unmount { path } => mounts::apply_unmount(txn, &path),
         Command::KvPut { mount, key, value } => kv::apply_put(txn, &mount, &key, value),
@@ -229,10 +227,7 @@ impl Engines {
             )),
         })?;
         let result: std::result::Result<Output, ApplyError> = codec::decode(&applied.output)?;
-        Ok(Executed {
-            output: result?,
-            log_index: applied.log_index,
-        })
+        Ok(Executed { output: result?, log_index: applied.log_index })
     }
 }
 

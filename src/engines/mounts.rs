@@ -55,10 +55,7 @@ impl MountEntry {
 
     /// The identity used by data commands to check they still target this mounting.
     pub fn as_ref(&self) -> MountRef {
-        MountRef {
-            path: self.path.clone(),
-            uuid: self.uuid.clone(),
-        }
+        MountRef { path: self.path.clone(), uuid: self.uuid.clone() }
     }
 }
 
@@ -81,10 +78,7 @@ pub fn normalize_path(raw: &str) -> Result<String> {
     if trimmed.is_empty() {
         return Err(Error::BadRequest("missing mount path".into()));
     }
-    if trimmed
-        .split('/')
-        .any(|segment| segment.is_empty() || segment == "." || segment == "..")
-    {
+    if trimmed.split('/').any(|segment| segment.is_empty() || segment == "." || segment == "..") {
         return Err(Error::BadRequest(format!("invalid mount path {raw:?}")));
     }
     if !trimmed.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
@@ -97,11 +91,7 @@ pub fn normalize_path(raw: &str) -> Result<String> {
 
 /// All mounts, ordered by path.
 pub fn list(state: &StateReader) -> Result<Vec<MountEntry>> {
-    state
-        .scan_prefix(MOUNT_PREFIX.as_bytes())?
-        .iter()
-        .map(|(_, v)| decode_stored(v))
-        .collect()
+    state.scan_prefix(MOUNT_PREFIX.as_bytes())?.iter().map(|(_, v)| decode_stored(v)).collect()
 }
 
 /// The mount at exactly `path` (with trailing slash).
@@ -118,11 +108,7 @@ pub fn resolve(state: &StateReader, request_path: &str) -> Result<Option<(MountE
     }
     for end in candidates.into_iter().rev() {
         let prefix = &request_path[..end];
-        let path = if prefix.ends_with('/') {
-            prefix.to_string()
-        } else {
-            format!("{prefix}/")
-        };
+        let path = if prefix.ends_with('/') { prefix.to_string() } else { format!("{prefix}/") };
         if let Some(mount) = get(state, &path)? {
             let rest = request_path.get(path.len()..).unwrap_or("").to_string();
             return Ok(Some((mount, rest)));
@@ -134,19 +120,14 @@ pub fn resolve(state: &StateReader, request_path: &str) -> Result<Option<(MountE
 /// Checks that `path` can be mounted given `existing` mounts.
 fn check_conflict(path: &str, existing: &[MountEntry]) -> std::result::Result<(), ApplyError> {
     if let Some(reserved) = RESERVED_PREFIXES.iter().find(|r| path.starts_with(*r)) {
-        return Err(ApplyError::MountConflict(format!(
-            "cannot mount under {reserved}: it is reserved"
-        )));
+        return Err(ApplyError::MountConflict(format!("cannot mount under {reserved}: it is reserved")));
     }
     for mount in existing {
         if mount.path == path {
             return Err(ApplyError::MountConflict(format!("path is already in use at {path}")));
         }
         if path.starts_with(&mount.path) {
-            return Err(ApplyError::MountConflict(format!(
-                "cannot mount under existing mount \"{}\"",
-                mount.path
-            )));
+            return Err(ApplyError::MountConflict(format!("cannot mount under existing mount \"{}\"", mount.path)));
         }
         if mount.path.starts_with(path) {
             return Err(ApplyError::MountConflict(format!(
@@ -159,10 +140,7 @@ fn check_conflict(path: &str, existing: &[MountEntry]) -> std::result::Result<()
 }
 
 fn existing_mounts(txn: &StateTxn<'_>) -> std::result::Result<Vec<MountEntry>, StorageError> {
-    txn.scan_prefix(MOUNT_PREFIX.as_bytes())?
-        .iter()
-        .map(|(_, v)| codec::decode(v))
-        .collect()
+    txn.scan_prefix(MOUNT_PREFIX.as_bytes())?.iter().map(|(_, v)| codec::decode(v)).collect()
 }
 
 /// Reads the mount a data command targets, if it is still the same mounting.
@@ -215,10 +193,7 @@ mod tests {
         assert_eq!(normalize_path("kv").unwrap(), "kv/");
         assert_eq!(normalize_path("/team/kv/").unwrap(), "team/kv/");
         for bad in ["", "/", "a//b", "a/../b", "a b", "ä"] {
-            assert!(
-                matches!(normalize_path(bad), Err(Error::BadRequest(_))),
-                "{bad:?} should be rejected"
-            );
+            assert!(matches!(normalize_path(bad), Err(Error::BadRequest(_))), "{bad:?} should be rejected");
         }
     }
 
@@ -228,10 +203,7 @@ mod tests {
         let msg = |p: &str| check_conflict(p, &existing).err().map(|e| e.to_string());
         assert_eq!(msg("kv/"), Some("path is already in use at kv/".into()));
         assert_eq!(msg("kv/sub/"), Some("cannot mount under existing mount \"kv/\"".into()));
-        assert_eq!(
-            msg("team/"),
-            Some("cannot mount at \"team/\": existing mount \"team/a/\" is below it".into())
-        );
+        assert_eq!(msg("team/"), Some("cannot mount at \"team/\": existing mount \"team/a/\" is below it".into()));
         assert_eq!(msg("sys/x/"), Some("cannot mount under sys/: it is reserved".into()));
         assert_eq!(msg("kv2/"), None);
         assert_eq!(msg("team/b/"), None);

@@ -98,9 +98,6 @@ mod tests {
 
     #[test]
     fn hash_is_sha256_hex() {
-        assert_eq!(
-            hash("root"),
-            "4813494d137e1631bba301d5acab6e7bb7aa74ce1185d456565ef51d737677b2"
-        );
+        assert_eq!(hash("root"), "4813494d137e1631bba301d5acab6e7bb7aa74ce1185d456565ef51d737677b2");
     }
 }

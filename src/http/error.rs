@@ -19,10 +19,7 @@ pub struct ApiError {
 impl ApiError {
     /// An error with one message.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            errors: vec![message.into()],
-        }
+        ApiError { status, errors: vec![message.into()] }
     }
 
     /// 400 with `message`.
@@ -46,12 +43,7 @@ impl From<Error> for ApiError {
         let status = match &e {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::UnsupportedOperation(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Error::NotFound => {
-                return ApiError {
-                    status: StatusCode::NOT_FOUND,
-                    errors: Vec::new(),
-                }
-            }
+            Error::NotFound => return ApiError { status: StatusCode::NOT_FOUND, errors: Vec::new() },
             Error::NoRoute(_) => StatusCode::NOT_FOUND,
             Error::PermissionDenied => StatusCode::FORBIDDEN,
             Error::Apply(ApplyError::NoRoute(_)) => StatusCode::NOT_FOUND,
@@ -81,22 +73,14 @@ mod tests {
         let cases = [
             (Error::BadRequest("x".into()), 400, vec!["x"]),
             (Error::NotFound, 404, vec![]),
-            (
-                Error::NoRoute("foo/bar".into()),
-                404,
-                vec!["no handler for route \"foo/bar\". route entry not found."],
-            ),
+            (Error::NoRoute("foo/bar".into()), 404, vec!["no handler for route \"foo/bar\". route entry not found."]),
             (Error::PermissionDenied, 403, vec!["permission denied"]),
             (
                 Error::Apply(ApplyError::MountConflict("path is already in use at kv/".into())),
                 400,
                 vec!["path is already in use at kv/"],
             ),
-            (
-                Error::UnsupportedOperation("unsupported operation".into()),
-                405,
-                vec!["unsupported operation"],
-            ),
+            (Error::UnsupportedOperation("unsupported operation".into()), 405, vec!["unsupported operation"]),
             (Error::Unavailable("later".into()), 503, vec!["later"]),
         ];
         for (error, status, errors) in cases {

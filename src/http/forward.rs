@@ -62,11 +62,7 @@ impl Forwarder {
     /// write (performance standbys).
     pub async fn forward(&self, node: &RaftNode, req: &VaultRequest, wait_for_index: bool) -> Forwarded {
         if req.was_forwarded() {
-            let by = req
-                .headers
-                .get(FORWARDED_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("?");
+            let by = req.headers.get(FORWARDED_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("?");
             return Forwarded::Response(
                 ApiError::unavailable(format!(
                     "request forwarded by {by} reached {}, which is not the active node; retry",
@@ -113,18 +109,14 @@ impl Forwarder {
 
     async fn send(&self, leader_api: &str, from: &str, req: &VaultRequest) -> Result<Response, SendError> {
         let path = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let mut builder = hyper::Request::builder()
-            .method(req.method.clone())
-            .uri(format!("{leader_api}{path}"));
+        let mut builder = hyper::Request::builder().method(req.method.clone()).uri(format!("{leader_api}{path}"));
         for (name, value) in &req.headers {
             if !is_hop_by_hop(name.as_str()) {
                 builder = builder.header(name, value);
             }
         }
         builder = builder.header(FORWARDED_HEADER, from);
-        let request = builder
-            .body(Full::new(req.body.clone()))
-            .map_err(|e| SendError::NotDelivered(e.to_string()))?;
+        let request = builder.body(Full::new(req.body.clone())).map_err(|e| SendError::NotDelivered(e.to_string()))?;
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| {
                 if e.is_connect() {
@@ -134,36 +126,23 @@ impl Forwarder {
                 }
             })?;
             let (parts, body) = response.into_parts();
-            let bytes: Bytes = body
-                .collect()
-                .await
-                .map_err(|e| SendError::Failed(e.to_string()))?
-                .to_bytes();
+            let bytes: Bytes = body.collect().await.map_err(|e| SendError::Failed(e.to_string()))?.to_bytes();
             let mut out = Response::builder().status(parts.status);
             for (name, value) in &parts.headers {
                 if !is_hop_by_hop(name.as_str()) && name != "content-length" {
                     out = out.header(name, value);
                 }
             }
-            out.body(Body::from(bytes))
-                .map_err(|e| SendError::Failed(e.to_string()))
+            out.body(Body::from(bytes)).map_err(|e| SendError::Failed(e.to_string()))
         };
         tokio::time::timeout(FORWARD_TIMEOUT, exchange)
             .await
-            .unwrap_or_else(|_| {
-                Err(SendError::Failed(format!(
-                    "no answer within {}s",
-                    FORWARD_TIMEOUT.as_secs()
-                )))
-            })
+            .unwrap_or_else(|_| Err(SendError::Failed(format!("no answer within {}s", FORWARD_TIMEOUT.as_secs()))))
     }
 
     async fn finish(&self, node: &RaftNode, response: Response, wait_for_index: bool) -> Response {
         if wait_for_index {
-            let index = response
-                .headers()
-                .get(INDEX_HEADER)
-                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            let index = response.headers().get(INDEX_HEADER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
             if let Some(index) = index {
                 if !node.wait_applied(index, READ_YOUR_WRITES_WAIT).await {
                     tracing::debug!(index, "forwarded write not yet applied locally; answering anyway");

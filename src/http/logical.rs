@@ -30,30 +30,14 @@ pub async fn handle(api: &Api, req: &VaultRequest) -> Result<Response> {
         ("kv", Operation::Update) => {
             kv::check_key(&key)?;
             let value = kv::parse_write_body(&req.body)?;
-            let executed = api
-                .engines
-                .execute(&Command::KvPut {
-                    mount: mount.as_ref(),
-                    key,
-                    value,
-                })
-                .await?;
+            let executed = api.engines.execute(&Command::KvPut { mount: mount.as_ref(), key, value }).await?;
             Ok(no_content(executed.log_index))
         }
         ("kv", Operation::Delete) => {
             kv::check_key(&key)?;
-            let executed = api
-                .engines
-                .execute(&Command::KvDelete {
-                    mount: mount.as_ref(),
-                    key,
-                })
-                .await?;
+            let executed = api.engines.execute(&Command::KvDelete { mount: mount.as_ref(), key }).await?;
             Ok(no_content(executed.log_index))
         }
-        _ => Err(Error::UnsupportedOperation(format!(
-            "unsupported operation on {}",
-            req.path
-        ))),
+        _ => Err(Error::UnsupportedOperation(format!("unsupported operation on {}", req.path))),
     }
 }

@@ -135,10 +135,7 @@ impl Api {
 
 /// The API router: everything under `/v1/` goes to [`Api::dispatch`].
 pub fn router(api: Arc<Api>) -> Router {
-    Router::new()
-        .route("/v1/{*path}", any(handle))
-        .fallback(not_found)
-        .with_state(api)
+    Router::new().route("/v1/{*path}", any(handle)).fallback(not_found).with_state(api)
 }
 
 async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
@@ -166,11 +163,8 @@ async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
 }
 
 async fn not_found(request: Request) -> Response {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        format!("no such path {:?}: the API lives under /v1/", request.uri().path()),
-    )
-    .into_response()
+    ApiError::new(StatusCode::NOT_FOUND, format!("no such path {:?}: the API lives under /v1/", request.uri().path()))
+        .into_response()
 }
 
 /// Vault's standard response envelope around `data`.

@@ -57,10 +57,7 @@ impl VaultRequest {
     pub fn parse(parts: Parts, body: Bytes) -> Result<Self, ApiError> {
         let raw_path = parts.uri.path();
         let Some(rest) = raw_path.strip_prefix("/v1/") else {
-            return Err(ApiError::new(
-                axum::http::StatusCode::NOT_FOUND,
-                format!("no such path {raw_path:?}"),
-            ));
+            return Err(ApiError::new(axum::http::StatusCode::NOT_FOUND, format!("no such path {raw_path:?}")));
         };
         let path = percent_decode(rest).ok_or_else(|| ApiError::bad_request("invalid percent-encoding in path"))?;
         let query = parse_query(parts.uri.query().unwrap_or(""))?;
@@ -79,15 +76,7 @@ impl VaultRequest {
                 ))
             }
         };
-        Ok(VaultRequest {
-            method: parts.method,
-            uri: parts.uri,
-            op,
-            path,
-            query,
-            headers: parts.headers,
-            body,
-        })
+        Ok(VaultRequest { method: parts.method, uri: parts.uri, op, path, query, headers: parts.headers, body })
     }
 
     /// The client token: `X-Vault-Token`, else `Authorization: Bearer <token>`.
@@ -142,9 +131,7 @@ pub fn parse_bool(name: &str, value: &str) -> Result<bool, ApiError> {
     match value.to_ascii_lowercase().as_str() {
         "" | "1" | "t" | "true" => Ok(true),
         "0" | "f" | "false" => Ok(false),
-        _ => Err(ApiError::bad_request(format!(
-            "invalid value for {name:?}: {value:?} is not a boolean"
-        ))),
+        _ => Err(ApiError::bad_request(format!("invalid value for {name:?}: {value:?} is not a boolean"))),
     }
 }
 
@@ -196,10 +183,7 @@ mod tests {
     #[test]
     fn operations_paths_and_queries() {
         let r = request("GET", "/v1/kv/a%20b?list=true&x=1", &[]).unwrap();
-        assert_eq!(
-            (r.op, r.path.as_str(), r.query_param("x")),
-            (Operation::List, "kv/a b", Some("1"))
-        );
+        assert_eq!((r.op, r.path.as_str(), r.query_param("x")), (Operation::List, "kv/a b", Some("1")));
         assert_eq!(request("LIST", "/v1/kv/", &[]).unwrap().op, Operation::List);
         assert_eq!(request("POST", "/v1/kv/a", &[]).unwrap().op, Operation::Update);
         assert_eq!(request("PATCH", "/v1/kv/a", &[]).unwrap().op, Operation::Patch);
@@ -210,22 +194,9 @@ mod tests {
 
     #[test]
     fn token_from_either_header() {
-        assert_eq!(
-            request("GET", "/v1/x", &[("X-Vault-Token", "t1")]).unwrap().token(),
-            Some("t1")
-        );
-        assert_eq!(
-            request("GET", "/v1/x", &[("Authorization", "Bearer t2")])
-                .unwrap()
-                .token(),
-            Some("t2")
-        );
-        assert_eq!(
-            request("GET", "/v1/x", &[("Authorization", "Basic abc")])
-                .unwrap()
-                .token(),
-            None
-        );
+        assert_eq!(request("GET", "/v1/x", &[("X-Vault-Token", "t1")]).unwrap().token(), Some("t1"));
+        assert_eq!(request("GET", "/v1/x", &[("Authorization", "Bearer t2")]).unwrap().token(), Some("t2"));
+        assert_eq!(request("GET", "/v1/x", &[("Authorization", "Basic abc")]).unwrap().token(), None);
         assert_eq!(request("GET", "/v1/x", &[("X-Vault-Token", "")]).unwrap().token(), None);
     }
 

@@ -24,21 +24,12 @@ pub fn health(api: &Api, req: &VaultRequest) -> std::result::Result<Response, Ap
     let code = |name: &str, default: u16| -> std::result::Result<u16, ApiError> {
         match req.query_param(name) {
             None => Ok(default),
-            Some(v) => v
-                .parse::<u16>()
-                .ok()
-                .filter(|c| (100..=599).contains(c))
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!("invalid value for {name:?}: {v:?} is not a status code"))
-                }),
+            Some(v) => v.parse::<u16>().ok().filter(|c| (100..=599).contains(c)).ok_or_else(|| {
+                ApiError::bad_request(format!("invalid value for {name:?}: {v:?} is not a status code"))
+            }),
         }
     };
-    let flag = |name: &str| {
-        req.query_param(name)
-            .map(|v| parse_bool(name, v))
-            .transpose()
-            .map(|b| b.unwrap_or(false))
-    };
+    let flag = |name: &str| req.query_param(name).map(|v| parse_bool(name, v)).transpose().map(|b| b.unwrap_or(false));
     let standby_ok = flag("standbyok")?;
     let perf_standby_ok = flag("perfstandbyok")?;
     let active_code = code("activecode", 200)?;
@@ -98,9 +89,8 @@ pub async fn leader(api: &Api) -> std::result::Result<Response, ApiError> {
     let node = api.node();
     let leader = node.leader();
     let is_self = leader.as_ref().is_some_and(|(id, _)| *id == node.id);
-    let (leader_address, leader_cluster_address) = leader
-        .map(|(_, info)| (info.api_addr, info.cluster_addr))
-        .unwrap_or_default();
+    let (leader_address, leader_cluster_address) =
+        leader.map(|(_, info)| (info.api_addr, info.cluster_addr)).unwrap_or_default();
     Ok(Json(json!({
         "ha_enabled": true,
         "is_self": is_self,
@@ -150,9 +140,7 @@ pub async fn join_cluster(api: &Api, leader_api_addr: &str, token: &str) -> std:
         return Err(ApiError::bad_request("this node is already part of a cluster"));
     }
     if leader_api_addr == node.info.api_addr {
-        return Err(ApiError::bad_request(
-            "a node cannot join itself: give another member's api address",
-        ));
+        return Err(ApiError::bad_request("a node cannot join itself: give another member's api address"));
     }
     let body = json!({
         "node_id": node.info.name,
@@ -172,11 +160,7 @@ pub async fn join_cluster(api: &Api, leader_api_addr: &str, token: &str) -> std:
             .await
             .map_err(|e| ApiError::unavailable(format!("cannot reach the leader at {leader_api_addr}: {e}")))?;
         let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let bytes = response.into_body().collect().await.map_err(|e| ApiError::unavailable(e.to_string()))?;
         Ok::<_, ApiError>((status, bytes.to_bytes()))
     };
     let (status, bytes) = tokio::time::timeout(std::time::Duration::from_secs(30), exchange)
@@ -193,9 +177,7 @@ pub async fn join_cluster(api: &Api, leader_api_addr: &str, token: &str) -> std:
     let Some(secret) = reply["data"]["cluster_secret"].as_str() else {
         return Err(ApiError::unavailable("the leader's join answer has no cluster secret"));
     };
-    node.set_secret(secret.to_string())
-        .await
-        .map_err(|e| ApiError::from(Error::from(e)))?;
+    node.set_secret(secret.to_string()).await.map_err(|e| ApiError::from(Error::from(e)))?;
     tracing::info!(leader = leader_api_addr, "joined the cluster; waiting for replication");
     Ok(())
 }
@@ -247,23 +229,14 @@ fn api_to_engine(e: ApiError) -> Error {
 async fn bootstrap_join(api: &Api, req: &VaultRequest) -> Result<Response> {
     let body = req.json_body().map_err(api_to_engine)?;
     let field = |name: &str| required_string(&body, name).map_err(api_to_engine);
-    let info = NodeInfo {
-        name: field("node_id")?,
-        api_addr: field("api_addr")?,
-        cluster_addr: field("cluster_addr")?,
-    };
+    let info = NodeInfo { name: field("node_id")?, api_addr: field("api_addr")?, cluster_addr: field("cluster_addr")? };
     for addr in [&info.api_addr, &info.cluster_addr] {
         if !(addr.starts_with("http://") || addr.starts_with("https://")) {
-            return Err(Error::BadRequest(format!(
-                "invalid address {addr:?}: expected http://host:port"
-            )));
+            return Err(Error::BadRequest(format!("invalid address {addr:?}: expected http://host:port")));
         }
     }
-    let secret = api
-        .node()
-        .secret()
-        .get()
-        .ok_or_else(|| Error::Unavailable("this node has no cluster secret".into()))?;
+    let secret =
+        api.node().secret().get().ok_or_else(|| Error::Unavailable("this node has no cluster secret".into()))?;
     api.node().add_learner(info.clone()).await?;
     tracing::info!(node = %info, "added learner");
     Ok(Json(envelope(json!({ "cluster_secret": secret }), 0, "")).into_response())
@@ -276,12 +249,7 @@ fn raft_configuration(api: &Api) -> Response {
         .members()
         .into_iter()
         .map(|m| {
-            let address = m
-                .info
-                .cluster_addr
-                .split_once("://")
-                .map(|(_, a)| a)
-                .unwrap_or(&m.info.cluster_addr);
+            let address = m.info.cluster_addr.split_once("://").map(|(_, a)| a).unwrap_or(&m.info.cluster_addr);
             json!({
                 "node_id": m.info.name,
                 "address": address,
@@ -292,12 +260,7 @@ fn raft_configuration(api: &Api) -> Response {
         })
         .collect();
     let index = node.metrics().membership_config.log_id().map(|l| l.index).unwrap_or(0);
-    Json(envelope(
-        json!({ "config": { "index": index, "servers": servers } }),
-        0,
-        "system",
-    ))
-    .into_response()
+    Json(envelope(json!({ "config": { "index": index, "servers": servers } }), 0, "system")).into_response()
 }
 
 fn mount_json(entry: &MountEntry) -> Value {
@@ -360,9 +323,7 @@ fn read_mount(api: &Api, path: &str) -> Result<Response> {
 async fn create_mount(api: &Api, req: &VaultRequest, path: &str) -> Result<Response> {
     let body = req.json_body().map_err(api_to_engine)?;
     let engine_type = required_string(&body, "type").map_err(api_to_engine)?;
-    let description = optional_string(&body, "description")
-        .map_err(api_to_engine)?
-        .unwrap_or_default();
+    let description = optional_string(&body, "description").map_err(api_to_engine)?.unwrap_or_default();
     let mut options = BTreeMap::new();
     match body.get("options") {
         None | Some(Value::Null) => {}
@@ -395,11 +356,7 @@ async fn create_mount(api: &Api, req: &VaultRequest, path: &str) -> Result<Respo
                 "kv version 2 is not supported yet: mount kv with options.version \"1\"".into(),
             ))
         }
-        other => {
-            return Err(Error::BadRequest(format!(
-                "invalid kv version {other:?}: expected \"1\" or \"2\""
-            )))
-        }
+        other => return Err(Error::BadRequest(format!("invalid kv version {other:?}: expected \"1\" or \"2\""))),
     }
     options.insert("version".into(), "1".into());
     let entry = MountEntry::new(path, "kv", &description, options);

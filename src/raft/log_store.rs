@@ -68,9 +68,7 @@ impl LogStore {
     /// Waits until every write made so far is durable.
     async fn flush(&self) -> Result<(), StorageError> {
         let (tx, rx) = oneshot::channel();
-        self.flusher
-            .send(FlushRequest::Wait(tx))
-            .map_err(|_| StorageError("log flusher stopped".into()))?;
+        self.flusher.send(FlushRequest::Wait(tx)).map_err(|_| StorageError("log flusher stopped".into()))?;
         rx.await.map_err(|_| StorageError("log flusher stopped".into()))?
     }
 
@@ -153,11 +151,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, RaftStorageError> {
-        LogReader {
-            storage: self.storage.clone(),
-        }
-        .try_get_log_entries(range)
-        .await
+        LogReader { storage: self.storage.clone() }.try_get_log_entries(range).await
     }
 }
 
@@ -170,24 +164,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some((_, bytes)) => Some(codec::decode::<Entry>(&bytes).map_err(read_err)?.log_id),
             None => None,
         };
-        Ok(LogState {
-            last_purged_log_id,
-            last_log_id: last.or(last_purged_log_id),
-        })
+        Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
-        LogReader {
-            storage: self.storage.clone(),
-        }
+        LogReader { storage: self.storage.clone() }
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), RaftStorageError> {
         self.write_meta(VOTE_KEY, vote)?;
         // A vote must be durable before it is acted on, or a node could vote twice in one term.
-        self.flush()
-            .await
-            .map_err(|e| StorageIOError::<NodeId>::write_vote(&e).into())
+        self.flush().await.map_err(|e| StorageIOError::<NodeId>::write_vote(&e).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, RaftStorageError> {

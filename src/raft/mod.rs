@@ -150,10 +150,7 @@ pub mod codec {
         let (value, read) =
             bincode::serde::decode_from_slice(bytes, bincode::config::standard()).map_err(StorageError::new)?;
         if read != bytes.len() {
-            return Err(StorageError(format!(
-                "{} trailing bytes after value",
-                bytes.len() - read
-            )));
+            return Err(StorageError(format!("{} trailing bytes after value", bytes.len() - read)));
         }
         Ok(value)
     }
@@ -188,10 +185,7 @@ impl StateReader {
             Some(end) => Bound::Excluded(end),
             None => Bound::Unbounded,
         };
-        self.storage
-            .range(Keyspace::State, (Bound::Included(start.to_vec()), end))
-            .take(limit)
-            .collect()
+        self.storage.range(Keyspace::State, (Bound::Included(start.to_vec()), end)).take(limit).collect()
     }
 }
 
@@ -216,10 +210,7 @@ mod tests {
 
     #[test]
     fn codec_rejects_trailing_bytes() {
-        let mut bytes = codec::encode(&RaftResponse {
-            outputs: vec![vec![1, 2]],
-        })
-        .expect("encode");
+        let mut bytes = codec::encode(&RaftResponse { outputs: vec![vec![1, 2]] }).expect("encode");
         let back: RaftResponse = codec::decode(&bytes).expect("decode");
         assert_eq!(back.outputs, vec![vec![1, 2]]);
         bytes.push(0);

@@ -69,9 +69,7 @@ pub fn http_client() -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_millis(500)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(connector)
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector)
 }
 
 /// Creates one [`Connection`] per peer for openraft.
@@ -84,10 +82,7 @@ pub struct NetworkFactory {
 impl NetworkFactory {
     /// A factory that authenticates with `secret`.
     pub fn new(secret: ClusterSecret) -> Self {
-        NetworkFactory {
-            client: http_client(),
-            secret,
-        }
+        NetworkFactory { client: http_client(), secret }
     }
 }
 
@@ -95,12 +90,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = Connection;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Connection {
-        Connection {
-            client: self.client.clone(),
-            secret: self.secret.clone(),
-            target,
-            node: node.clone(),
-        }
+        Connection { client: self.client.clone(), secret: self.secret.clone(), target, node: node.clone() }
     }
 }
 
@@ -133,9 +123,7 @@ impl Connection {
         if let Some(secret) = self.secret.get() {
             builder = builder.header(SECRET_HEADER, secret);
         }
-        let http_request = builder
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| network(e.to_string()))?;
+        let http_request = builder.body(Full::new(Bytes::from(body))).map_err(|e| network(e.to_string()))?;
 
         let ttl = option.hard_ttl();
         let exchange = async {
@@ -147,23 +135,13 @@ impl Connection {
                 }
             })?;
             let status = response.status();
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| network(e.to_string()))?
-                .to_bytes();
+            let bytes = response.into_body().collect().await.map_err(|e| network(e.to_string()))?.to_bytes();
             Ok::<_, RPCError<NodeId, NodeInfo, E>>((status, bytes))
         };
         let (status, bytes) = match tokio::time::timeout(ttl, exchange).await {
             Ok(result) => result?,
             Err(_) => {
-                return Err(RPCError::Timeout(Timeout {
-                    action: kind,
-                    id: 0,
-                    target: self.target,
-                    timeout: ttl,
-                }));
+                return Err(RPCError::Timeout(Timeout { action: kind, id: 0, target: self.target, timeout: ttl }));
             }
         };
         if !status.is_success() {
@@ -190,8 +168,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>>
     {
-        self.call(RPCTypes::InstallSnapshot, "/raft/snapshot", &rpc, &option)
-            .await
+        self.call(RPCTypes::InstallSnapshot, "/raft/snapshot", &rpc, &option).await
     }
 
     async fn vote(

@@ -111,9 +111,8 @@ impl RaftNode {
         .validate()
         .map_err(|e| RaftLayerError::Raft(format!("invalid raft settings: {e}")))?;
 
-        let secret = storage
-            .get(Keyspace::Node, CLUSTER_SECRET_KEY)?
-            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+        let secret =
+            storage.get(Keyspace::Node, CLUSTER_SECRET_KEY)?.map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
         let secret = ClusterSecret::new(secret);
         let log_store = LogStore::new(storage.clone())?;
         let state_machine = StateMachine::open(storage.clone(), applier)?;
@@ -122,14 +121,7 @@ impl RaftNode {
             .await
             .map_err(|e| RaftLayerError::Raft(e.to_string()))?;
         let proposer = Proposer::start(raft.clone(), info.name.clone());
-        let node = Arc::new(RaftNode {
-            id,
-            info,
-            raft,
-            storage,
-            proposer,
-            secret,
-        });
+        let node = Arc::new(RaftNode { id, info, raft, storage, proposer, secret });
         tokio::spawn(promote_learners(Arc::downgrade(&node)));
         Ok(node)
     }
@@ -214,33 +206,19 @@ impl RaftNode {
 
     /// The index of the last entry this node knows to be committed (0 if none).
     pub async fn committed_index(&self) -> u64 {
-        self.raft
-            .with_raft_state(|st| st.committed.map(|l| l.index).unwrap_or(0))
-            .await
-            .unwrap_or(0)
+        self.raft.with_raft_state(|st| st.committed.map(|l| l.index).unwrap_or(0)).await.unwrap_or(0)
     }
 
     /// Waits up to `timeout` until this node has applied `index`; true if it has.
     pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
-        self.raft
-            .wait(Some(timeout))
-            .applied_index_at_least(Some(index), "read your writes")
-            .await
-            .is_ok()
+        self.raft.wait(Some(timeout)).applied_index_at_least(Some(index), "read your writes").await.is_ok()
     }
 
     /// True once this node belongs to a cluster (it initialized one, or joined and received the membership).
     ///
     /// Read from the metrics (no round trip to the Raft core), so it is cheap enough to check on every request.
     pub fn is_initialized(&self) -> bool {
-        self.raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .nodes()
-            .next()
-            .is_some()
+        self.raft.metrics().borrow().membership_config.membership().nodes().next().is_some()
     }
 
     /// Makes this node a one-member cluster and waits until it leads it.
@@ -269,11 +247,7 @@ impl RaftNode {
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let mut members: Vec<Member> = membership
             .nodes()
-            .map(|(id, info)| Member {
-                id: *id,
-                info: info.clone(),
-                voter: voters.contains(id),
-            })
+            .map(|(id, info)| Member { id: *id, info: info.clone(), voter: voters.contains(id) })
             .collect();
         members.sort_by(|a, b| (!a.voter, &a.info.name).cmp(&(!b.voter, &b.info.name)));
         members
@@ -291,13 +265,10 @@ impl RaftNode {
             }
             return Ok(());
         }
-        self.raft
-            .add_learner(id, info, false)
-            .await
-            .map_err(|e| match e.forward_to_leader() {
-                Some(_) => RaftLayerError::NotLeader,
-                None => RaftLayerError::Raft(e.to_string()),
-            })?;
+        self.raft.add_learner(id, info, false).await.map_err(|e| match e.forward_to_leader() {
+            Some(_) => RaftLayerError::NotLeader,
+            None => RaftLayerError::Raft(e.to_string()),
+        })?;
         Ok(())
     }
 
@@ -307,18 +278,11 @@ impl RaftNode {
             return Err(RaftLayerError::Invalid(format!("no member with node id {name:?}")));
         };
         let ids = BTreeSet::from([member.id]);
-        let change = if member.voter {
-            ChangeMembers::RemoveVoters(ids)
-        } else {
-            ChangeMembers::RemoveNodes(ids)
-        };
-        self.raft
-            .change_membership(change, false)
-            .await
-            .map_err(|e| match e.forward_to_leader() {
-                Some(_) => RaftLayerError::NotLeader,
-                None => RaftLayerError::Raft(e.to_string()),
-            })?;
+        let change = if member.voter { ChangeMembers::RemoveVoters(ids) } else { ChangeMembers::RemoveNodes(ids) };
+        self.raft.change_membership(change, false).await.map_err(|e| match e.forward_to_leader() {
+            Some(_) => RaftLayerError::NotLeader,
+            None => RaftLayerError::Raft(e.to_string()),
+        })?;
         Ok(())
     }
 
@@ -357,11 +321,7 @@ async fn promote_learners(node: std::sync::Weak<RaftNode>) {
         let ready: BTreeSet<NodeId> = membership
             .learner_ids()
             .filter(|id| {
-                let matched = metrics
-                    .replication
-                    .as_ref()
-                    .and_then(|r| r.get(id))
-                    .and_then(|m| m.map(|l| l.index));
+                let matched = metrics.replication.as_ref().and_then(|r| r.get(id)).and_then(|m| m.map(|l| l.index));
                 matched.is_some_and(|m| m + PROMOTE_MAX_LAG >= last)
             })
             .collect();
@@ -369,11 +329,7 @@ async fn promote_learners(node: std::sync::Weak<RaftNode>) {
             continue;
         }
         tracing::info!(learners = ?ready, "promoting caught-up learners to voters");
-        if let Err(e) = node
-            .raft
-            .change_membership(ChangeMembers::AddVoterIds(ready), false)
-            .await
-        {
+        if let Err(e) = node.raft.change_membership(ChangeMembers::AddVoterIds(ready), false).await {
             tracing::warn!(error = %e, "promoting learners failed; will retry");
         }
     }

@@ -70,10 +70,7 @@ impl Proposer {
     /// Submits `command` and waits until it is applied on this node (or fails).
     pub async fn propose(&self, command: Vec<u8>) -> Result<Applied, ProposeError> {
         let (reply, rx) = oneshot::channel();
-        self.queue
-            .send(Proposal { command, reply })
-            .await
-            .map_err(|_| ProposeError::ShuttingDown)?;
+        self.queue.send(Proposal { command, reply }).await.map_err(|_| ProposeError::ShuttingDown)?;
         rx.await.unwrap_or(Err(ProposeError::ShuttingDown))
     }
 }
@@ -123,11 +120,7 @@ async fn submit(raft: &Raft, proposer: String, batch: Vec<Proposal>) {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or(0);
-    let request = RaftRequest {
-        time_unix_nanos,
-        proposer,
-        commands,
-    };
+    let request = RaftRequest { time_unix_nanos, proposer, commands };
     match raft.client_write(request).await {
         Ok(response) => {
             let log_index = response.log_id.index;
@@ -135,9 +128,7 @@ async fn submit(raft: &Raft, proposer: String, batch: Vec<Proposal>) {
             for reply in replies {
                 let result = match outputs.next() {
                     Some(output) => Ok(Applied { output, log_index }),
-                    None => Err(ProposeError::Unknown(
-                        "the state machine returned too few outputs".into(),
-                    )),
+                    None => Err(ProposeError::Unknown("the state machine returned too few outputs".into())),
                 };
                 let _ = reply.send(result);
             }

@@ -65,11 +65,7 @@ pub struct StateTxn<'a> {
 
 impl<'a> StateTxn<'a> {
     fn new(storage: &'a dyn Storage) -> Self {
-        StateTxn {
-            storage,
-            pending: BTreeMap::new(),
-            undo: Vec::new(),
-        }
+        StateTxn { storage, pending: BTreeMap::new(), undo: Vec::new() }
     }
 
     /// Starts a new command: its writes can be rolled back until the next call.
@@ -185,12 +181,7 @@ impl StateMachine {
             Some(bytes) => codec::decode(&bytes)?,
             None => StoredMembership::default(),
         };
-        Ok(StateMachine {
-            storage,
-            applier,
-            last_applied,
-            membership,
-        })
+        Ok(StateMachine { storage, applier, last_applied, membership })
     }
 
     fn apply_entries(&mut self, entries: impl Iterator<Item = Entry>) -> Result<Vec<RaftResponse>, StorageError> {
@@ -242,12 +233,8 @@ impl StateMachine {
         batch.put(MEMBERSHIP_KEY, codec::encode(&meta.last_membership)?);
         // A batch applies its operations in order, so the inserts win over the deletes of the same keys.
         self.storage.write(Keyspace::State, batch)?;
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
-        self.storage
-            .put(Keyspace::Snapshot, CURRENT_SNAPSHOT_KEY, &codec::encode(&stored)?)?;
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        self.storage.put(Keyspace::Snapshot, CURRENT_SNAPSHOT_KEY, &codec::encode(&stored)?)?;
         self.storage.flush()?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
@@ -302,18 +289,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
-        let Some(bytes) = self
-            .storage
-            .get(Keyspace::Snapshot, CURRENT_SNAPSHOT_KEY)
-            .map_err(sm_read_err)?
-        else {
+        let Some(bytes) = self.storage.get(Keyspace::Snapshot, CURRENT_SNAPSHOT_KEY).map_err(sm_read_err)? else {
             return Ok(None);
         };
         let stored: StoredSnapshot = codec::decode(&bytes).map_err(sm_read_err)?;
-        Ok(Some(Snapshot {
-            meta: stored.meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
-        }))
+        Ok(Some(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
     }
 }
 
@@ -333,15 +313,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             Some(last) => format!("{}-{}-{}", last.leader_id, last.index, uuid::Uuid::new_v4().simple()),
             None => format!("empty-{}", uuid::Uuid::new_v4().simple()),
         };
-        let meta = SnapshotMeta {
-            last_log_id: self.last_applied,
-            last_membership: self.membership.clone(),
-            snapshot_id,
-        };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
+        let meta =
+            SnapshotMeta { last_log_id: self.last_applied, last_membership: self.membership.clone(), snapshot_id };
+        let stored = StoredSnapshot { meta: meta.clone(), data };
         let bytes = codec::encode(&stored).map_err(sm_write_err)?;
         let storage = self.storage.clone();
         tokio::task::spawn_blocking(move || {
@@ -352,10 +326,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         .map_err(|e| sm_write_err(StorageError(e.to_string())))?
         .map_err(sm_write_err)?;
         tracing::info!(snapshot = %meta.snapshot_id, "built snapshot");
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
-        })
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
     }
 }
 
@@ -376,12 +347,7 @@ mod tests {
         txn.put(b"a/3".to_vec(), b"new".to_vec());
         txn.delete(b"a/1".to_vec());
         assert_eq!(txn.get(b"a/1").expect("get"), None);
-        let keys: Vec<_> = txn
-            .scan_prefix(b"a/")
-            .expect("scan")
-            .into_iter()
-            .map(|kv| kv.0)
-            .collect();
+        let keys: Vec<_> = txn.scan_prefix(b"a/").expect("scan").into_iter().map(|kv| kv.0).collect();
         assert_eq!(keys, vec![b"a/2".to_vec(), b"a/3".to_vec()]);
 
         txn.begin_command();
@@ -394,9 +360,6 @@ mod tests {
         assert_eq!(txn.get(b"a/3").expect("get"), Some(b"new".to_vec()));
         assert_eq!(txn.get(b"a/4").expect("get"), None);
         let batch = txn.into_batch().into_ops();
-        assert_eq!(
-            batch,
-            vec![(b"a/1".to_vec(), None), (b"a/3".to_vec(), Some(b"new".to_vec()))]
-        );
+        assert_eq!(batch, vec![(b"a/1".to_vec(), None), (b"a/3".to_vec(), Some(b"new".to_vec()))]);
     }
 }

@@ -42,10 +42,7 @@ fn admit<T: DeserializeOwned>(
     body: &[u8],
 ) -> Result<T, (StatusCode, String)> {
     if state.secret.get().is_none() {
-        return Err((
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this node has not joined a cluster".into(),
-        ));
+        return Err((StatusCode::SERVICE_UNAVAILABLE, "this node has not joined a cluster".into()));
     }
     let presented = headers.get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
     if !state.secret.matches(presented) {

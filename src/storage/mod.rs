@@ -34,13 +34,8 @@ pub enum Keyspace {
 
 impl Keyspace {
     /// Every keyspace, for opening them all at start-up.
-    pub const ALL: [Keyspace; 5] = [
-        Keyspace::Log,
-        Keyspace::RaftMeta,
-        Keyspace::State,
-        Keyspace::Snapshot,
-        Keyspace::Node,
-    ];
+    pub const ALL: [Keyspace; 5] =
+        [Keyspace::Log, Keyspace::RaftMeta, Keyspace::State, Keyspace::Snapshot, Keyspace::Node];
 
     /// The stable on-disk name of this keyspace.
     pub fn name(self) -> &'static str {
@@ -191,10 +186,7 @@ mod tests {
         assert_eq!(keys(store.scan_prefix(Keyspace::State, b"a/")), vec![b"a/1".to_vec()]);
         assert_eq!(store.get(Keyspace::State, b"b/1").expect("get"), Some(b"z".to_vec()));
         assert_eq!(store.get(Keyspace::State, b"a/9").expect("get"), None);
-        assert_eq!(
-            store.last(Keyspace::State).expect("last").map(|kv| kv.0),
-            Some(b"b/1".to_vec())
-        );
+        assert_eq!(store.last(Keyspace::State).expect("last").map(|kv| kv.0), Some(b"b/1".to_vec()));
         assert_eq!(keys(store.scan_prefix(Keyspace::Node, b"")), vec![b"a/9".to_vec()]);
     }
 
@@ -207,9 +199,6 @@ mod tests {
             store.flush().expect("flush");
         }
         let store = SledStorage::open(dir.path()).expect("reopen");
-        assert_eq!(
-            store.get(Keyspace::Log, &7u64.to_be_bytes()).expect("get"),
-            Some(b"entry".to_vec())
-        );
+        assert_eq!(store.get(Keyspace::Log, &7u64.to_be_bytes()).expect("get"), Some(b"entry".to_vec()));
     }
 }

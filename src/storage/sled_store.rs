@@ -52,10 +52,7 @@ impl Storage for SledStorage {
     }
 
     fn last(&self, ks: Keyspace) -> Result<Option<KeyValue>> {
-        self.tree(ks)
-            .last()
-            .map_err(StorageError::new)
-            .map(|o| o.map(|(k, v)| (k.to_vec(), v.to_vec())))
+        self.tree(ks).last().map_err(StorageError::new).map(|o| o.map(|(k, v)| (k.to_vec(), v.to_vec())))
     }
 
     fn write(&self, ks: Keyspace, batch: WriteBatch) -> Result<()> {

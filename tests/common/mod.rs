@@ -87,11 +87,7 @@ impl TestNode {
 
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "{} is already running", self.name);
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("open log");
+        let log = fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("open log");
         let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
             .arg("server")
             .arg("--config")
@@ -138,9 +134,7 @@ pub struct TestCluster {
 
 /// Free loopback ports (bound and released; another process grabbing one in between is unlikely).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
+    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
     listeners.iter().map(|l| l.local_addr().expect("addr").port()).collect()
 }
 
@@ -172,18 +166,9 @@ impl TestCluster {
 
     /// Starts, initializes and joins a cluster; returns once one node is active and all others are standbys.
     pub async fn start(options: ClusterOptions) -> TestCluster {
-        let root = tempfile::Builder::new()
-            .prefix("vigil-test-")
-            .tempdir()
-            .expect("tempdir");
+        let root = tempfile::Builder::new().prefix("vigil-test-").tempdir().expect("tempdir");
         let root_path = root.path().to_path_buf();
-        let mut cluster = TestCluster {
-            _root: root,
-            root_path,
-            nodes: Vec::new(),
-            root_token: String::new(),
-            options,
-        };
+        let mut cluster = TestCluster { _root: root, root_path, nodes: Vec::new(), root_token: String::new(), options };
         for _ in 0..cluster.options.nodes {
             cluster.add_node_process();
         }
@@ -198,13 +183,7 @@ impl TestCluster {
         let name = format!("node{}", index + 1);
         let dir = self.root_path.join(&name);
         fs::create_dir_all(&dir).expect("node dir");
-        let mut node = TestNode {
-            name,
-            api_port: ports[0],
-            cluster_port: ports[1],
-            dir,
-            child: None,
-        };
+        let mut node = TestNode { name, api_port: ports[0], cluster_port: ports[1], dir, child: None };
         let retry_join = if self.options.retry_join && index > 0 {
             format!(
                 "retry_join {{\n    leader_api_addr = \"http://127.0.0.1:{}\"\n    leader_token_file = \"{}\"\n  }}",
@@ -253,15 +232,9 @@ disable_performance_standby = {plain}
         for i in 0..self.nodes.len() {
             self.wait_health(i, &[501]).await;
         }
-        let init = Client::new(&self.nodes[0].api_addr())
-            .put("/v1/sys/init", &json!({}))
-            .await
-            .expect("init");
+        let init = Client::new(&self.nodes[0].api_addr()).put("/v1/sys/init", &json!({})).await.expect("init");
         assert_eq!(init.status, 200, "init: {}", init.text());
-        self.root_token = init.json().expect("json")["root_token"]
-            .as_str()
-            .expect("root_token")
-            .to_string();
+        self.root_token = init.json().expect("json")["root_token"].as_str().expect("root_token").to_string();
         self.wait_health(0, &[200]).await;
         if self.options.retry_join {
             fs::write(self.token_file(), &self.root_token).expect("token file");
@@ -276,11 +249,7 @@ disable_performance_standby = {plain}
     /// Makes node `i` join through node `through` with the root token.
     pub async fn join(&self, i: usize, through: usize) {
         let body = json!({ "leader_api_addr": self.nodes[through].api_addr() });
-        let resp = self
-            .client(i)
-            .post("/v1/sys/storage/raft/join", &body)
-            .await
-            .expect("join");
+        let resp = self.client(i).post("/v1/sys/storage/raft/join", &body).await.expect("join");
         assert_eq!(resp.status, 200, "join {}: {}", self.nodes[i].name, resp.text());
         assert_eq!(resp.json().expect("json"), json!({ "joined": true }));
     }
@@ -302,11 +271,7 @@ disable_performance_standby = {plain}
             if active.len() != 1 {
                 return None;
             }
-            let config = self
-                .client(active[0])
-                .get("/v1/sys/storage/raft/configuration")
-                .await
-                .ok()?;
+            let config = self.client(active[0]).get("/v1/sys/storage/raft/configuration").await.ok()?;
             let servers = config.json().ok()?["data"]["config"]["servers"].as_array()?.clone();
             let voters = servers.iter().filter(|s| s["voter"] == json!(true)).count();
             (voters >= expect_voters).then_some(active[0])
@@ -323,10 +288,7 @@ disable_performance_standby = {plain}
     /// Waits until node `i`'s health code is one of `codes`.
     pub async fn wait_health(&self, i: usize, codes: &[u16]) -> u16 {
         let what = format!("{} health in {codes:?}", self.nodes[i].name);
-        wait_for(&what, WAIT, || async {
-            self.health(i).await.filter(|c| codes.contains(c))
-        })
-        .await
+        wait_for(&what, WAIT, || async { self.health(i).await.filter(|c| codes.contains(c)) }).await
     }
 
     /// A root-token client for node `i`.
@@ -354,9 +316,7 @@ disable_performance_standby = {plain}
 
     /// Indexes of running nodes other than `i`.
     pub fn others(&self, i: usize) -> Vec<usize> {
-        (0..self.nodes.len())
-            .filter(|j| *j != i && self.nodes[*j].is_running())
-            .collect()
+        (0..self.nodes.len()).filter(|j| *j != i && self.nodes[*j].is_running()).collect()
     }
 
     /// SIGKILLs node `i`.
@@ -379,30 +339,19 @@ disable_performance_standby = {plain}
     /// Waits until `path` reads as `data` on node `i`.
     pub async fn wait_value(&self, i: usize, path: &str, data: &Value) {
         let what = format!("{path} = {data} on {}", self.nodes[i].name);
-        wait_for(&what, WAIT, || async {
-            self.read(i, path).await.filter(|v| &v["data"] == data).map(|_| ())
-        })
-        .await
+        wait_for(&what, WAIT, || async { self.read(i, path).await.filter(|v| &v["data"] == data).map(|_| ()) }).await
     }
 
     /// Runs the `vigil` binary with `args` and returns (exit code, stdout, stderr).
     pub fn run_cli(&self, args: &[&str], addr: &str) -> (i32, String, String) {
-        run_vigil(
-            args,
-            &[("VIGIL_ADDR", addr), ("VIGIL_TOKEN", &self.root_token)],
-            &self.root_path,
-        )
+        run_vigil(args, &[("VIGIL_ADDR", addr), ("VIGIL_TOKEN", &self.root_token)], &self.root_path)
     }
 }
 
 /// Runs the `vigil` binary to completion.
 pub fn run_vigil(args: &[&str], env: &[(&str, &str)], dir: &Path) -> (i32, String, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vigil"));
-    command
-        .args(args)
-        .current_dir(dir)
-        .env_remove("VIGIL_ADDR")
-        .env_remove("VIGIL_TOKEN");
+    command.args(args).current_dir(dir).env_remove("VIGIL_ADDR").env_remove("VIGIL_TOKEN");
     command.env_remove("VAULT_ADDR").env_remove("VAULT_TOKEN");
     for (k, v) in env {
         command.env(k, v);
