@@ -194,15 +194,10 @@ async fn a_restarted_node_catches_up_through_a_snapshot_after_the_log_was_purged
     let follower = cluster.others(leader)[0];
     cluster.kill(follower);
 
-    for n in 0..120 {
-        let resp = cluster.client(leader).put(&format!("/v1/kv/snap/{n}"), &json!({ "n": n })).await.unwrap();
-        assert_eq!(resp.status, 204);
-    }
+    cluster.write_numbered(leader, "snap", 120).await;
     assert!(!cluster.nodes[follower].log().contains("installing snapshot"));
     cluster.restart(follower).await;
-    for n in 0..120 {
-        cluster.wait_value(follower, &format!("/v1/kv/snap/{n}"), &json!({ "n": n })).await;
-    }
+    cluster.wait_numbered(follower, "snap", 120).await;
     // The log it missed was purged on the others, so it can only have caught up through a snapshot.
     assert!(cluster.nodes[follower].log().contains("installing snapshot"), "{}", cluster.nodes[follower].log());
     // And it survives another restart (snapshot and state are on disk).
@@ -216,17 +211,13 @@ async fn a_late_joiner_receives_everything_and_becomes_a_voter() {
     let options = ClusterOptions { snapshot_threshold: 20, trailing_logs: 5, ..Default::default() };
     let mut cluster = TestCluster::start(options).await;
     let leader = cluster.leader().await;
-    for n in 0..60 {
-        cluster.client(leader).put(&format!("/v1/kv/early/{n}"), &json!({ "n": n })).await.unwrap();
-    }
+    cluster.write_numbered(leader, "early", 60).await;
     let late = cluster.add_node_process();
     cluster.wait_health(late, &[501]).await;
     // Join through a follower: the join is forwarded to the leader.
     let through = cluster.others(leader).into_iter().find(|i| *i != late).unwrap();
     cluster.join(late, through).await;
-    for n in 0..60 {
-        cluster.wait_value(late, &format!("/v1/kv/early/{n}"), &json!({ "n": n })).await;
-    }
+    cluster.wait_numbered(late, "early", 60).await;
     cluster.wait_stable().await;
     assert_eq!(cluster.health(late).await, Some(473));
     // Joining again is refused: it is already a member.

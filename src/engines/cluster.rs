@@ -44,6 +44,12 @@ pub async fn initialize(engines: &Engines, root_token_id: Option<String>) -> Res
     if node.is_initialized() {
         return Err(Error::BadRequest("Vigil is already initialized".into()));
     }
+    if node.secret().get().is_some() {
+        // It joined a cluster and is waiting for the leader's replication: initializing it would fork the cluster.
+        return Err(Error::BadRequest(
+            "this node has joined a cluster and is catching up; it cannot be initialized".into(),
+        ));
+    }
     node.initialize().await?;
     let secret = tokens::random_base62(43)?;
     node.set_secret(secret).await?;

@@ -77,6 +77,9 @@ pub enum ApplyError {
     /// The request's mount no longer exists (it was removed or replaced concurrently).
     #[error("no handler for route \"{0}\". route entry not found.")]
     NoRoute(String),
+    /// The command could not be decoded: written by an incompatible version. Fails identically on every node.
+    #[error("undecodable command: {0}")]
+    Undecodable(String),
 }
 
 /// Errors of the engines layer. Mapped to HTTP statuses in one place, `crate::http::error`.
@@ -171,7 +174,7 @@ impl CommandApplier for Applier {
             // and failing the same way everywhere keeps replicas identical.
             Err(e) => {
                 tracing::error!(error = %e, index = ctx.log_id.index, "undecodable command");
-                Err(ApplyError::NoRoute(format!("undecodable command: {e}")))
+                Err(ApplyError::Undecodable(e.to_string()))
             }
         };
         codec::encode(&result)

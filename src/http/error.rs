@@ -49,7 +49,7 @@ impl From<Error> for ApiError {
             Error::Apply(ApplyError::NoRoute(_)) => StatusCode::NOT_FOUND,
             Error::Apply(ApplyError::AlreadyInitialized | ApplyError::MountConflict(_)) => StatusCode::BAD_REQUEST,
             Error::NotLeader | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Internal(_) | Error::Apply(ApplyError::Undecodable(_)) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %e, "internal error");

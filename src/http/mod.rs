@@ -81,11 +81,11 @@ impl Api {
             .into_response();
         }
         let leader = self.node().is_leader();
-        let token = match req.token().map(|id| tokens::lookup(&self.engines.state(), id)) {
-            Some(Ok(Some(token))) => token,
-            Some(Ok(None)) if !leader && !req.was_forwarded() => return self.forward(&req).await,
-            Some(Err(e)) => return ApiError::from(e).into_response(),
-            _ => return ApiError::permission_denied().into_response(),
+        let token = match self.lookup_token(&req) {
+            Ok(Some(token)) => token,
+            Ok(None) if !leader && !req.was_forwarded() && req.token().is_some() => return self.forward(&req).await,
+            Ok(None) => return ApiError::permission_denied().into_response(),
+            Err(e) => return ApiError::from(e).into_response(),
         };
         if !leader && (req.op.is_write() || !self.performance_standby) {
             return self.forward(&req).await;
@@ -122,13 +122,22 @@ impl Api {
         match self.forwarder.forward(self.node(), req, wait_for_index).await {
             Forwarded::Response(response) => response,
             // Became the leader while waiting: handle it here, once.
-            Forwarded::HandleLocally => match req.token().map(|id| tokens::lookup(&self.engines.state(), id)) {
-                Some(Ok(Some(token))) => match self.handle(req, &token).await {
-                    Ok(response) => response,
-                    Err(e) => ApiError::from(e).into_response(),
-                },
-                _ => ApiError::permission_denied().into_response(),
-            },
+            Forwarded::HandleLocally => {
+                let result = match self.lookup_token(req) {
+                    Ok(Some(token)) => self.handle(req, &token).await,
+                    Ok(None) => Err(crate::engines::Error::PermissionDenied),
+                    Err(e) => Err(e),
+                };
+                result.unwrap_or_else(|e| ApiError::from(e).into_response())
+            }
+        }
+    }
+
+    /// The request's token entry from this node's applied state; `None` if absent or unknown.
+    fn lookup_token(&self, req: &VaultRequest) -> crate::engines::Result<Option<TokenEntry>> {
+        match req.token() {
+            Some(id) => tokens::lookup(&self.engines.state(), id),
+            None => Ok(None),
         }
     }
 }

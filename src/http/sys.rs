@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
-use super::forward::{no_content, with_index};
+use super::forward::no_content;
 use super::request::{optional_string, parse_bool, required_string, Operation, VaultRequest};
 use super::{envelope, Api};
 use crate::engines::tokens::TokenEntry;
@@ -385,5 +385,5 @@ fn lookup_self(req: &VaultRequest, token: &TokenEntry) -> Response {
         "ttl": 0,
         "type": "service",
     });
-    with_index(Json(envelope(data, 0, "token")).into_response(), 0)
+    Json(envelope(data, 0, "token")).into_response()
 }

@@ -177,16 +177,6 @@ impl StateReader {
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StorageError> {
         self.storage.scan_prefix(Keyspace::State, prefix).collect()
     }
-
-    /// Lists at most `limit` entries under `prefix` starting at `start` (inclusive), in key order.
-    pub fn scan_prefix_from(&self, prefix: &[u8], start: &[u8], limit: usize) -> Result<Vec<KeyValue>, StorageError> {
-        use std::ops::Bound;
-        let end = match crate::storage::prefix_successor(prefix) {
-            Some(end) => Bound::Excluded(end),
-            None => Bound::Unbounded,
-        };
-        self.storage.range(Keyspace::State, (Bound::Included(start.to_vec()), end)).take(limit).collect()
-    }
 }
 
 /// Helper for the rare places that need a `BTreeMap` of members.

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, Config, RaftMetrics, ServerState, SnapshotPolicy};
 
 use super::log_store::LogStore;
@@ -265,10 +266,7 @@ impl RaftNode {
             }
             return Ok(());
         }
-        self.raft.add_learner(id, info, false).await.map_err(|e| match e.forward_to_leader() {
-            Some(_) => RaftLayerError::NotLeader,
-            None => RaftLayerError::Raft(e.to_string()),
-        })?;
+        self.raft.add_learner(id, info, false).await.map_err(membership_error)?;
         Ok(())
     }
 
@@ -279,10 +277,7 @@ impl RaftNode {
         };
         let ids = BTreeSet::from([member.id]);
         let change = if member.voter { ChangeMembers::RemoveVoters(ids) } else { ChangeMembers::RemoveNodes(ids) };
-        self.raft.change_membership(change, false).await.map_err(|e| match e.forward_to_leader() {
-            Some(_) => RaftLayerError::NotLeader,
-            None => RaftLayerError::Raft(e.to_string()),
-        })?;
+        self.raft.change_membership(change, false).await.map_err(membership_error)?;
         Ok(())
     }
 
@@ -291,6 +286,14 @@ impl RaftNode {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
+    }
+}
+
+/// Maps a failed membership change: "not the leader" is for the caller to forward, anything else is a failure.
+fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> RaftLayerError {
+    match e.forward_to_leader() {
+        Some(_) => RaftLayerError::NotLeader,
+        None => RaftLayerError::Raft(e.to_string()),
     }
 }
 

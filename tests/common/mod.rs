@@ -342,6 +342,22 @@ disable_performance_standby = {plain}
         wait_for(&what, WAIT, || async { self.read(i, path).await.filter(|v| &v["data"] == data).map(|_| ()) }).await
     }
 
+    /// Writes `{"n": n}` to `/v1/kv/<prefix>/<n>` for every n in `0..count`, through node `i`, expecting 204s.
+    pub async fn write_numbered(&self, i: usize, prefix: &str, count: usize) {
+        let client = self.client(i);
+        for n in 0..count {
+            let resp = client.put(&format!("/v1/kv/{prefix}/{n}"), &json!({ "n": n })).await.expect("write");
+            assert_eq!(resp.status, 204, "write {prefix}/{n}: {}", resp.text());
+        }
+    }
+
+    /// Waits until node `i` holds everything [`TestCluster::write_numbered`] wrote.
+    pub async fn wait_numbered(&self, i: usize, prefix: &str, count: usize) {
+        for n in 0..count {
+            self.wait_value(i, &format!("/v1/kv/{prefix}/{n}"), &json!({ "n": n })).await;
+        }
+    }
+
     /// Runs the `vigil` binary with `args` and returns (exit code, stdout, stderr).
     pub fn run_cli(&self, args: &[&str], addr: &str) -> (i32, String, String) {
         run_vigil(args, &[("VIGIL_ADDR", addr), ("VIGIL_TOKEN", &self.root_token)], &self.root_path)
