@@ -15,7 +15,9 @@
 
 pub mod cluster;
 pub mod kv;
+pub mod kv2;
 pub mod mounts;
+pub mod policy;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -63,6 +65,13 @@ pub enum Command {
         /// Key below the mount.
         key: String,
     },
+    /// A kv-v2 change on the mount `mount`.
+    KvV2 {
+        /// Identity of the mount.
+        mount: mounts::MountRef,
+        /// What to do.
+        command: kv2::Kv2Command,
+    },
 }
 
 /// A deterministic failure of a command, the same on every node.
@@ -80,6 +89,12 @@ pub enum ApplyError {
     /// The command could not be decoded: written by an incompatible version. Fails identically on every node.
     #[error("undecodable command: {0}")]
     Undecodable(String),
+    /// The command is not valid for the current state, e.g. a check-and-set mismatch (400 with this message).
+    #[error("{0}")]
+    Invalid(String),
+    /// The command targets something that does not exist (404).
+    #[error("not found")]
+    NotFound,
 }
 
 /// Errors of the engines layer. Mapped to HTTP statuses in one place, `crate::http::error`.
@@ -141,6 +156,8 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub enum Output {
     /// The change was made.
     Done,
+    /// The change was made; the answer's `data` is this JSON text.
+    Json(Vec<u8>),
 }
 
 /// The outcome of an executed command: its output and the log index that carried it.
@@ -182,7 +199,7 @@ impl CommandApplier for Applier {
 }
 
 fn apply_command(
-    _ctx: &ApplyContext<'_>,
+    ctx: &ApplyContext<'_>,
     command: Command,
     txn: &mut StateTxn<'_>,
 ) -> std::result::Result<std::result::Result<Output, ApplyError>, StorageError> {
@@ -194,6 +211,7 @@ fn apply_command(
         Command::Unmount { path } => mounts::apply_unmount(txn, &path),
         Command::KvPut { mount, key, value } => kv::apply_put(txn, &mount, &key, value),
         Command::KvDelete { mount, key } => kv::apply_delete(txn, &mount, &key),
+        Command::KvV2 { mount, command } => kv2::apply(ctx, &mount, command, txn),
     }
 }
 

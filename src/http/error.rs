@@ -47,6 +47,10 @@ impl From<Error> for ApiError {
             Error::NoRoute(_) => StatusCode::NOT_FOUND,
             Error::PermissionDenied => StatusCode::FORBIDDEN,
             Error::Apply(ApplyError::NoRoute(_)) => StatusCode::NOT_FOUND,
+            Error::Apply(ApplyError::NotFound) => {
+                return ApiError { status: StatusCode::NOT_FOUND, errors: Vec::new() }
+            }
+            Error::Apply(ApplyError::Invalid(_)) => StatusCode::BAD_REQUEST,
             Error::Apply(ApplyError::AlreadyInitialized | ApplyError::MountConflict(_)) => StatusCode::BAD_REQUEST,
             Error::NotLeader | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) | Error::Apply(ApplyError::Undecodable(_)) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -16,6 +16,7 @@
 
 pub mod error;
 pub mod forward;
+pub mod kv2;
 pub mod logical;
 pub mod request;
 pub mod sys;

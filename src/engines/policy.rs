@@ -1,0 +1,1 @@
+//! STUB: ACL policies (being written).

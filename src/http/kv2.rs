@@ -1,0 +1,1 @@
+//! STUB: kv-v2 HTTP handlers (being written).
