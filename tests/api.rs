@@ -143,6 +143,18 @@ async fn mounts_and_kv_v1_behave_like_vault() {
     client.post("/v1/sys/mounts/team/secrets", &json!({ "type": "kv" })).await.unwrap();
     assert_eq!(client.get("/v1/team/secrets/a").await.unwrap().status, 404);
     assert_eq!(client.list("/v1/team/secrets/").await.unwrap().status, 404);
+    // Tune: the description and options change; the kv version cannot change under existing data.
+    let tuned = client.post("/v1/sys/mounts/team/secrets/tune", &json!({ "description": "tuned" })).await.unwrap();
+    assert_eq!(tuned.status, 204);
+    let tune = client.get("/v1/sys/mounts/team/secrets/tune").await.unwrap().json().unwrap();
+    assert_eq!(
+        (tune["data"]["description"].clone(), tune["options"].clone()),
+        (json!("tuned"), json!({ "version": "1" }))
+    );
+    let upgrade = client.post("/v1/sys/mounts/team/secrets/tune", &json!({ "options": { "version": "2" } })).await;
+    let upgrade = upgrade.unwrap();
+    assert_eq!(upgrade.status, 400);
+    assert!(upgrade.errors()[0].starts_with("changing the kv version of team/secrets/"), "{:?}", upgrade.errors());
     // A kv-v2 mount is not available yet, and says so.
     let v2 = client.post("/v1/sys/mounts/v2", &json!({ "type": "kv", "options": { "version": "2" } })).await.unwrap();
     assert_eq!(v2.status, 400);

@@ -78,7 +78,10 @@ pub(crate) fn apply_initialize(
         return Ok(Err(ApplyError::AlreadyInitialized));
     }
     txn.put(CLUSTER_KEY, codec::encode(cluster)?);
-    txn.put(tokens::key(&root_token.id_hash), codec::encode(root_token)?);
+    tokens::put(txn, root_token)?;
+    if let Err(e) = super::policy_store::apply_write(txn, "default", super::policy::DEFAULT_POLICY)? {
+        return Ok(Err(e));
+    }
     for mount in mounts {
         if let Err(e) = super::mounts::apply_mount(txn, mount)? {
             return Ok(Err(e));

@@ -18,6 +18,7 @@ pub mod kv;
 pub mod kv2;
 pub mod mounts;
 pub mod policy;
+pub mod policy_store;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -44,6 +45,8 @@ pub enum Command {
     },
     /// Mounts a secrets engine.
     Mount(MountEntry),
+    /// Replaces a mount's tunable settings (description, options); its identity must be unchanged.
+    MountTune(MountEntry),
     /// Unmounts the engine at `path` and deletes its data.
     Unmount {
         /// Mount path with trailing slash.
@@ -64,6 +67,20 @@ pub enum Command {
         mount: mounts::MountRef,
         /// Key below the mount.
         key: String,
+    },
+    /// A token change.
+    Token(tokens::TokenCommand),
+    /// Stores (creates or replaces) an ACL policy; its text was validated on the active node.
+    PolicyWrite {
+        /// Normalized policy name.
+        name: String,
+        /// HCL text.
+        text: String,
+    },
+    /// Deletes an ACL policy.
+    PolicyDelete {
+        /// Normalized policy name.
+        name: String,
     },
     /// A kv-v2 change on the mount `mount`.
     KvV2 {
@@ -208,10 +225,14 @@ fn apply_command(
             cluster::apply_initialize(txn, &cluster, &root_token, &mounts)
         }
         Command::Mount(entry) => mounts::apply_mount(txn, &entry),
+        Command::MountTune(entry) => mounts::apply_tune(txn, &entry),
         Command::Unmount { path } => mounts::apply_unmount(txn, &path),
         Command::KvPut { mount, key, value } => kv::apply_put(txn, &mount, &key, value),
         Command::KvDelete { mount, key } => kv::apply_delete(txn, &mount, &key),
         Command::KvV2 { mount, command } => kv2::apply(ctx, &mount, command, txn),
+        Command::Token(command) => tokens::apply(txn, command),
+        Command::PolicyWrite { name, text } => policy_store::apply_write(txn, &name, &text),
+        Command::PolicyDelete { name } => policy_store::apply_delete(txn, &name),
     }
 }
 

@@ -164,6 +164,18 @@ pub(crate) fn apply_mount(
     Ok(Ok(Output::Done))
 }
 
+/// Applies a tune: the same mounting (path and uuid) gets new settings.
+pub(crate) fn apply_tune(
+    txn: &mut StateTxn<'_>,
+    entry: &MountEntry,
+) -> std::result::Result<std::result::Result<Output, ApplyError>, StorageError> {
+    if current(txn, &entry.as_ref())?.is_none() {
+        return Ok(Err(ApplyError::NoRoute(entry.path.clone())));
+    }
+    txn.put(mount_key(&entry.path), codec::encode(entry)?);
+    Ok(Ok(Output::Done))
+}
+
 /// Applies an unmount: removes the mount and every key of its data. Unmounting nothing succeeds, as in Vault.
 pub(crate) fn apply_unmount(
     txn: &mut StateTxn<'_>,

@@ -8,18 +8,22 @@
 //! 2. **Authentication** — the token (`X-Vault-Token` or `Authorization: Bearer`) is looked up, as a hash, in this
 //!    node's applied state before anything else happens. Unknown on the leader: 403. Unknown on a follower: the
 //!    token may be newer than this node's state, so the request is forwarded and the leader decides.
-//! 3. **Routing** — writes on a follower, and every request on a plain standby, are forwarded to the leader
+//! 3. **Authorization** — the token's policies must grant the capability the request needs on its path
+//!    ([`acl`]); this too happens before forwarding, so a denied request never leaves the node.
+//! 4. **Routing** — writes on a follower, and every request on a plain standby, are forwarded to the leader
 //!    ([`forward`]); performance standbys answer reads from their own state.
-//! 4. **Handling** — `sys/*` endpoints ([`sys`]) or the secrets engine mounted at the path ([`logical`]).
+//! 5. **Handling** — `sys/*` endpoints ([`sys`]) or the secrets engine mounted at the path ([`logical`]).
 //!
 //! Errors are mapped to Vault's status codes and `{"errors":[...]}` bodies in one place, [`error`].
 
+pub mod acl;
 pub mod error;
 pub mod forward;
 pub mod kv2;
 pub mod logical;
 pub mod request;
 pub mod sys;
+pub mod token;
 
 use std::sync::Arc;
 
@@ -88,6 +92,9 @@ impl Api {
             Ok(None) => return ApiError::permission_denied().into_response(),
             Err(e) => return ApiError::from(e).into_response(),
         };
+        if let Err(e) = acl::authorize(self, &req, &token) {
+            return ApiError::from(e).into_response();
+        }
         if !leader && (req.op.is_write() || !self.performance_standby) {
             return self.forward(&req).await;
         }

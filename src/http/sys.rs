@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::forward::no_content;
 use super::request::{optional_string, parse_bool, required_string, Operation, VaultRequest};
 use super::{envelope, Api};
-use crate::engines::tokens::TokenEntry;
+use crate::engines::tokens::{self, TokenEntry};
 use crate::engines::{cluster, mounts, Command, Error, MountEntry, Result};
 use crate::raft::{NodeInfo, Role};
 
@@ -182,15 +182,40 @@ pub async fn join_cluster(api: &Api, leader_api_addr: &str, token: &str) -> std:
     Ok(())
 }
 
-/// Authenticated `sys/*` and `auth/*` endpoints.
+/// Authenticated `sys/*` and `auth/*` endpoints (the token is already authorized for the path).
 pub async fn handle(api: &Api, req: &VaultRequest, token: &TokenEntry) -> Result<Response> {
-    // Only root tokens exist so far; policies come with the ACL layer.
-    if !token.is_root() {
-        return Err(Error::PermissionDenied);
-    }
     let path = req.path.trim_end_matches('/');
+    if let Some(rest) = path.strip_prefix("auth/token/") {
+        return super::token::handle(api, req, token, rest).await;
+    }
+    if let Some(response) = policies::handle(api, req, path).await? {
+        return Ok(response);
+    }
     match (path, req.op) {
+        ("sys/capabilities-self", Operation::Update) => capabilities(api, req, token).await,
+        ("sys/capabilities", Operation::Update) => {
+            let body = req.json_body().map_err(api_to_engine)?;
+            let id = required_string(&body, "token").map_err(api_to_engine)?;
+            let subject =
+                tokens::lookup(&api.engines.state(), &id)?.ok_or_else(|| Error::BadRequest("bad token".into()))?;
+            capabilities(api, req, &subject).await
+        }
+        ("sys/capabilities-accessor", Operation::Update) => {
+            let body = req.json_body().map_err(api_to_engine)?;
+            let accessor = required_string(&body, "accessor").map_err(api_to_engine)?;
+            let subject = tokens::lookup_accessor(&api.engines.state(), &accessor)?
+                .ok_or_else(|| Error::BadRequest("bad accessor".into()))?;
+            capabilities(api, req, &subject).await
+        }
         ("sys/mounts", Operation::Read) => list_mounts(api),
+        (p, op) if p.starts_with("sys/mounts/") && p.ends_with("/tune") => {
+            let mount_path = mounts::normalize_path(&p["sys/mounts/".len()..p.len() - "/tune".len()])?;
+            match op {
+                Operation::Read => read_tune(api, &mount_path),
+                Operation::Update => tune_mount(api, req, &mount_path).await,
+                _ => Err(unsupported()),
+            }
+        }
         (p, op) if p.starts_with("sys/mounts/") => {
             let mount_path = mounts::normalize_path(&p["sys/mounts/".len()..])?;
             match op {
@@ -212,7 +237,6 @@ pub async fn handle(api: &Api, req: &VaultRequest, token: &TokenEntry) -> Result
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         ("sys/storage/raft/bootstrap/join", Operation::Update) => bootstrap_join(api, req).await,
-        ("auth/token/lookup-self", Operation::Read | Operation::Update) => Ok(lookup_self(req, token)),
         _ => Err(Error::NoRoute(req.path.clone())),
     }
 }
@@ -314,16 +338,46 @@ fn list_mounts(api: &Api) -> Result<Response> {
     Ok(Json(body).into_response())
 }
 
-fn read_mount(api: &Api, path: &str) -> Result<Response> {
+fn read_tune(api: &Api, path: &str) -> Result<Response> {
     let entry = mounts::get(&api.engines.state(), path)?
-        .ok_or_else(|| Error::BadRequest(format!("No secret engine mount at {path}")))?;
-    Ok(Json(envelope(mount_json(&entry), 0, "system")).into_response())
+        .ok_or_else(|| Error::BadRequest(format!("cannot fetch sysview for path \"{path}\"")))?;
+    let data = json!({
+        "default_lease_ttl": 2_764_800,
+        "max_lease_ttl": 2_764_800,
+        "force_no_cache": false,
+        "description": entry.description,
+        "options": entry.options,
+    });
+    let mut body = envelope(data.clone(), 0, "system");
+    if let (Value::Object(top), Value::Object(data)) = (&mut body, data) {
+        top.extend(data);
+    }
+    Ok(Json(body).into_response())
 }
 
-async fn create_mount(api: &Api, req: &VaultRequest, path: &str) -> Result<Response> {
+/// `POST sys/mounts/<path>/tune`: description and options. Changing a kv mount's version would need a data
+/// migration (Vault's v1 → v2 upgrade), which Vigil does not do: it is refused.
+async fn tune_mount(api: &Api, req: &VaultRequest, path: &str) -> Result<Response> {
     let body = req.json_body().map_err(api_to_engine)?;
-    let engine_type = required_string(&body, "type").map_err(api_to_engine)?;
-    let description = optional_string(&body, "description").map_err(api_to_engine)?.unwrap_or_default();
+    let mut entry = mounts::get(&api.engines.state(), path)?
+        .ok_or_else(|| Error::BadRequest(format!("cannot tune \"{path}\": no mount at that path")))?;
+    if let Some(description) = optional_string(&body, "description").map_err(api_to_engine)? {
+        entry.description = description;
+    }
+    for (k, v) in parse_options(&body)? {
+        if k == "version" && entry.options.get("version") != Some(&v) {
+            return Err(Error::BadRequest(format!(
+                "changing the kv version of {path} (to {v:?}) is not supported: mount a new kv-v2 engine instead"
+            )));
+        }
+        entry.options.insert(k, v);
+    }
+    let executed = api.engines.execute(&Command::MountTune(entry)).await?;
+    Ok(no_content(executed.log_index))
+}
+
+/// The `options` object of a mount request: string (or number) values.
+fn parse_options(body: &Map<String, Value>) -> Result<BTreeMap<String, String>> {
     let mut options = BTreeMap::new();
     match body.get("options") {
         None | Some(Value::Null) => {}
@@ -339,6 +393,20 @@ async fn create_mount(api: &Api, req: &VaultRequest, path: &str) -> Result<Respo
         }
         Some(_) => return Err(Error::BadRequest("field \"options\" must be an object".into())),
     }
+    Ok(options)
+}
+
+fn read_mount(api: &Api, path: &str) -> Result<Response> {
+    let entry = mounts::get(&api.engines.state(), path)?
+        .ok_or_else(|| Error::BadRequest(format!("No secret engine mount at {path}")))?;
+    Ok(Json(envelope(mount_json(&entry), 0, "system")).into_response())
+}
+
+async fn create_mount(api: &Api, req: &VaultRequest, path: &str) -> Result<Response> {
+    let body = req.json_body().map_err(api_to_engine)?;
+    let engine_type = required_string(&body, "type").map_err(api_to_engine)?;
+    let description = optional_string(&body, "description").map_err(api_to_engine)?.unwrap_or_default();
+    let mut options = parse_options(&body)?;
     if let Some(config) = body.get("config") {
         if !(config.is_object() || config.is_null()) {
             return Err(Error::BadRequest("field \"config\" must be an object".into()));
@@ -364,26 +432,99 @@ async fn create_mount(api: &Api, req: &VaultRequest, path: &str) -> Result<Respo
     Ok(no_content(executed.log_index))
 }
 
-fn lookup_self(req: &VaultRequest, token: &TokenEntry) -> Response {
-    let created = chrono::DateTime::from_timestamp_nanos(token.created_unix_nanos);
-    let data = json!({
-        "accessor": token.accessor,
-        "creation_time": created.timestamp(),
-        "creation_ttl": 0,
-        "display_name": token.display_name,
-        "entity_id": "",
-        "expire_time": null,
-        "explicit_max_ttl": 0,
-        "id": req.token().unwrap_or_default(),
-        "issue_time": created.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        "meta": null,
-        "num_uses": 0,
-        "orphan": true,
-        "path": "auth/token/root",
-        "policies": token.policies,
-        "renewable": false,
-        "ttl": 0,
-        "type": "service",
-    });
-    Json(envelope(data, 0, "token")).into_response()
+/// `sys/capabilities*`: `{"paths": [...]}` (or a single `"path"`) → the capabilities `subject` has on each.
+async fn capabilities(api: &Api, req: &VaultRequest, subject: &TokenEntry) -> Result<Response> {
+    let body = req.json_body().map_err(api_to_engine)?;
+    let paths: Vec<String> = match (body.get("paths"), body.get("path")) {
+        (Some(Value::Array(items)), _) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        (Some(Value::String(s)), _) | (None, Some(Value::String(s))) => s.split(',').map(str::to_string).collect(),
+        _ => return Err(Error::BadRequest("missing paths".into())),
+    };
+    if paths.is_empty() {
+        return Err(Error::BadRequest("missing paths".into()));
+    }
+    let mut data = Map::new();
+    let mut all: Vec<String> = Vec::new();
+    for path in &paths {
+        let names = super::acl::capability_names(api, subject, path.trim())?;
+        all.extend(names.iter().cloned());
+        data.insert(path.trim().to_string(), json!(names));
+    }
+    all.sort();
+    all.dedup();
+    data.insert("capabilities".into(), json!(all));
+    // Vault answers with the map both at the top level and under `data`.
+    let mut answer = envelope(Value::Object(data.clone()), 0, "system");
+    if let Value::Object(top) = &mut answer {
+        top.extend(data);
+    }
+    Ok(Json(answer).into_response())
+}
+
+/// `sys/policies/acl/*` and the older `sys/policy/*`.
+mod policies {
+    use super::*;
+    use crate::engines::{policy, policy_store};
+
+    pub(super) async fn handle(api: &Api, req: &VaultRequest, path: &str) -> Result<Option<Response>> {
+        let (name, legacy) = if let Some(rest) = path.strip_prefix("sys/policies/acl") {
+            (rest.trim_start_matches('/'), false)
+        } else if let Some(rest) = path.strip_prefix("sys/policy") {
+            (rest.trim_start_matches('/'), true)
+        } else {
+            return Ok(None);
+        };
+        let state = api.engines.state();
+        let response = match (name.is_empty(), req.op) {
+            (true, Operation::List) | (true, Operation::Read) => {
+                let names = policy_store::list(&state)?;
+                let mut body = envelope(json!({ "keys": names }), 0, "system");
+                if legacy {
+                    body["data"]["policies"] = json!(names);
+                    body["policies"] = json!(names);
+                    body["keys"] = json!(names);
+                }
+                Json(body).into_response()
+            }
+            (false, Operation::Read) => {
+                let name = policy::validate_name(name).map_err(Error::BadRequest)?;
+                let text = match name.as_str() {
+                    "root" => String::new(),
+                    _ => policy_store::get(&state, &name)?.ok_or(Error::NotFound)?,
+                };
+                let data = if legacy {
+                    json!({ "name": name, "rules": text })
+                } else {
+                    json!({ "name": name, "policy": text })
+                };
+                let mut body = envelope(data.clone(), 0, "system");
+                if legacy {
+                    body["name"] = data["name"].clone();
+                    body["rules"] = data["rules"].clone();
+                }
+                Json(body).into_response()
+            }
+            (false, Operation::Update) => {
+                let name = policy::validate_name(name).map_err(Error::BadRequest)?;
+                let body = req.json_body().map_err(api_to_engine)?;
+                let text = match (body.get("policy"), body.get("rules")) {
+                    (Some(Value::String(t)), _) | (None, Some(Value::String(t))) => t.clone(),
+                    _ => return Err(Error::BadRequest("'policy' parameter not supplied or empty".into())),
+                };
+                if name == "root" {
+                    return Err(Error::BadRequest("cannot update root policy".into()));
+                }
+                policy::parse(&name, &text).map_err(|e| Error::BadRequest(e.to_string()))?;
+                let executed = api.engines.execute(&Command::PolicyWrite { name, text }).await?;
+                no_content(executed.log_index)
+            }
+            (false, Operation::Delete) => {
+                let name = policy::validate_name(name).map_err(Error::BadRequest)?;
+                let executed = api.engines.execute(&Command::PolicyDelete { name }).await?;
+                no_content(executed.log_index)
+            }
+            _ => return Err(unsupported()),
+        };
+        Ok(Some(response))
+    }
 }
