@@ -78,7 +78,9 @@ pub fn capability_names(api: &Api, token: &TokenEntry, path: &str) -> Result<Vec
     if token.is_root() {
         return Ok(vec!["root".into()]);
     }
-    let names: Vec<String> =
+    let mut names: Vec<String> =
         acl(api, token)?.capabilities(path.trim_start_matches('/')).names().into_iter().map(str::to_string).collect();
+    // Vault answers in alphabetical order.
+    names.sort();
     Ok(if names.is_empty() { vec!["deny".into()] } else { names })
 }
