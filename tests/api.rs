@@ -95,7 +95,7 @@ async fn malformed_requests_get_clear_4xx_errors_and_change_nothing() {
     let mounts = client.get("/v1/sys/mounts").await.unwrap().json().unwrap();
     let mut paths: Vec<String> = mounts["data"].as_object().unwrap().keys().cloned().collect();
     paths.sort();
-    assert_eq!(paths, vec!["kv/", "sys/"]);
+    assert_eq!(paths, vec!["kv/", "secret/", "sys/"]);
     // A body over the limit is refused.
     let huge = vec![b' '; vigil::http::MAX_REQUEST_BYTES + 1];
     let resp = client.request_raw("PUT", "/v1/kv/big", &[], huge).await.unwrap();
@@ -155,10 +155,9 @@ async fn mounts_and_kv_v1_behave_like_vault() {
     let upgrade = upgrade.unwrap();
     assert_eq!(upgrade.status, 400);
     assert!(upgrade.errors()[0].starts_with("changing the kv version of team/secrets/"), "{:?}", upgrade.errors());
-    // A kv-v2 mount is not available yet, and says so.
-    let v2 = client.post("/v1/sys/mounts/v2", &json!({ "type": "kv", "options": { "version": "2" } })).await.unwrap();
-    assert_eq!(v2.status, 400);
-    assert!(v2.errors()[0].starts_with("kv version 2 is not supported yet"));
+    // An unknown kv version is refused.
+    let v3 = client.post("/v1/sys/mounts/v3", &json!({ "type": "kv", "options": { "version": "3" } })).await.unwrap();
+    assert_eq!((v3.status, v3.errors()), (400, vec!["invalid kv version \"3\": expected \"1\" or \"2\"".to_string()]));
 
     // Token self-lookup, as Vault clients use to check a token.
     let me = client.get("/v1/auth/token/lookup-self").await.unwrap().json().unwrap();

@@ -30,10 +30,13 @@ pub fn record(state: &StateReader) -> Result<Option<ClusterRecord>> {
     state.get(CLUSTER_KEY)?.map(|v| decode_stored(&v)).transpose()
 }
 
-/// Mounts a new cluster starts with: `kv/` as kv-v1.
+/// Mounts a new cluster starts with: `kv/` as kv-v1, and `secret/` as kv-v2 (as Vault's dev mode has).
 pub fn default_mounts() -> Vec<MountEntry> {
-    let options = BTreeMap::from([("version".to_string(), "1".to_string())]);
-    vec![MountEntry::new("kv/", "kv", "key/value secret storage", options)]
+    let version = |v: &str| BTreeMap::from([("version".to_string(), v.to_string())]);
+    vec![
+        MountEntry::new("kv/", "kv", "key/value secret storage", version("1")),
+        MountEntry::new("secret/", "kv", "key/value secret storage", version("2")),
+    ]
 }
 
 /// Initializes a brand-new cluster on this node and returns the root token id.

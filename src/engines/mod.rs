@@ -11,7 +11,10 @@
 //! | `sys/cluster` | [`cluster::ClusterRecord`] — present once the cluster is initialized |
 //! | `sys/mount/<path>` | [`mounts::MountEntry`] |
 //! | `kv/<mount uuid>/<key>` | kv-v1 secret, JSON object text |
+//! | `kv2/<mount uuid>/…` | kv-v2: `config`, `meta/<key>` (versions, settings), `data/<key>/<version>` (JSON) |
+//! | `policy/<name>` | ACL policy HCL text |
 //! | `token/<sha256 of token id>` | [`tokens::TokenEntry`] — tokens are stored only as hashes |
+//! | `token-accessor/<accessor>`, `token-child/<parent>/<child>` | token indexes |
 
 pub mod cluster;
 pub mod kv;

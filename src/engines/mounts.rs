@@ -185,8 +185,10 @@ pub(crate) fn apply_unmount(
         return Ok(Ok(Output::Done));
     };
     let entry: MountEntry = codec::decode(&bytes)?;
-    for (key, _) in txn.scan_prefix(super::kv::data_prefix(&entry.uuid).as_bytes())? {
-        txn.delete(key);
+    for prefix in [super::kv::data_prefix(&entry.uuid), super::kv2::data_prefix(&entry.uuid)] {
+        for (key, _) in txn.scan_prefix(prefix.as_bytes())? {
+            txn.delete(key);
+        }
     }
     txn.delete(mount_key(path));
     Ok(Ok(Output::Done))

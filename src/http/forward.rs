@@ -168,7 +168,7 @@ fn is_hop_by_hop(name: &str) -> bool {
 }
 
 /// Adds the write's log index to an answer.
-fn with_index(mut response: Response, index: u64) -> Response {
+pub fn with_index(mut response: Response, index: u64) -> Response {
     if let Ok(value) = HeaderValue::from_str(&index.to_string()) {
         response.headers_mut().insert(INDEX_HEADER, value);
     }

@@ -18,6 +18,9 @@ pub async fn handle(api: &Api, req: &VaultRequest) -> Result<Response> {
     let Some((mount, key)) = mounts::resolve(&state, &req.path)? else {
         return Err(Error::NoRoute(req.path.clone()));
     };
+    if mount.engine_type == "kv" && mount.options.get("version").map(String::as_str) == Some("2") {
+        return super::kv2::handle(api, req, &mount, &key).await;
+    }
     match (mount.engine_type.as_str(), req.op) {
         ("kv", Operation::Read) => {
             let data = kv::read(&state, &mount, &key)?;

@@ -417,16 +417,12 @@ async fn create_mount(api: &Api, req: &VaultRequest, path: &str) -> Result<Respo
         "kv-v2" => "2".to_string(),
         other => return Err(Error::BadRequest(format!("plugin not found in the catalog: {other}"))),
     };
-    match version.as_str() {
-        "" | "1" => {}
-        "2" => {
-            return Err(Error::BadRequest(
-                "kv version 2 is not supported yet: mount kv with options.version \"1\"".into(),
-            ))
-        }
+    let version = match version.as_str() {
+        "" | "1" => "1",
+        "2" => "2",
         other => return Err(Error::BadRequest(format!("invalid kv version {other:?}: expected \"1\" or \"2\""))),
-    }
-    options.insert("version".into(), "1".into());
+    };
+    options.insert("version".into(), version.into());
     let entry = MountEntry::new(path, "kv", &description, options);
     let executed = api.engines.execute(&Command::Mount(entry)).await?;
     Ok(no_content(executed.log_index))
