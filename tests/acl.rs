@@ -246,6 +246,15 @@ async fn tokens_expire_renew_and_work_through_accessors() {
     assert_eq!(resp.status, 204);
     assert_eq!(as_token(&cluster, 0, &token).get("/v1/kv/x").await.unwrap().status, 403);
 
+    // A limited-use token works exactly `num_uses` times, counted on the active node whichever node it is used on.
+    let (limited, auth) = create_token(&root, json!({ "policies": ["reader"], "num_uses": 2 })).await;
+    assert_eq!(auth["num_uses"], json!(2));
+    let client = as_token(&cluster, 0, &limited);
+    assert_eq!(client.get("/v1/kv/x").await.unwrap().status, 200);
+    let me = client.get("/v1/auth/token/lookup-self").await.unwrap().json().unwrap();
+    assert_eq!(me["data"]["num_uses"], json!(1), "the second use is the lookup itself: {me}");
+    assert_eq!(client.get("/v1/kv/x").await.unwrap().status, 403);
+
     // Bad input is a clear 400.
     for (body, message) in [
         (json!({ "ttl": "soon" }), "invalid duration for \"ttl\": \"soon\""),

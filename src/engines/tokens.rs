@@ -46,7 +46,7 @@ pub struct TokenEntry {
     pub expire_unix_nanos: Option<i64>,
     /// Its lifetime never exceeds this many seconds from creation (0: no limit).
     pub explicit_max_ttl_secs: u64,
-    /// Uses allowed (0: unlimited). Recorded; enforcement of use counts is not implemented yet.
+    /// Uses left (0: unlimited). Each use is counted on the active node; the last one revokes the token.
     pub num_uses: u64,
     /// Whether it may be renewed.
     pub renewable: bool,
@@ -171,6 +171,11 @@ pub enum TokenCommand {
         /// The new expiry, stamped by the active node.
         expire_unix_nanos: Option<i64>,
     },
+    /// Counts one use of a limited-use token; the last use revokes it (and its children).
+    Use {
+        /// Hash of the token id.
+        id_hash: String,
+    },
     /// Revokes a token and, unless `orphan_children`, every token below it.
     Revoke {
         /// Hash of the token id.
@@ -211,6 +216,17 @@ pub(crate) fn apply(
             let Some(mut entry) = get(txn, &id_hash)? else { return Ok(Err(ApplyError::NotFound)) };
             entry.expire_unix_nanos = expire_unix_nanos;
             txn.put(key(&id_hash), codec::encode(&entry)?);
+        }
+        TokenCommand::Use { id_hash } => {
+            let Some(mut entry) = get(txn, &id_hash)? else { return Ok(Err(ApplyError::NotFound)) };
+            match entry.num_uses {
+                0 => {}
+                1 => revoke(txn, &id_hash, false)?,
+                n => {
+                    entry.num_uses = n - 1;
+                    txn.put(key(&id_hash), codec::encode(&entry)?);
+                }
+            }
         }
         TokenCommand::Revoke { id_hash, orphan_children } => {
             if get(txn, &id_hash)?.is_none() {

@@ -95,10 +95,11 @@ impl Api {
         if let Err(e) = acl::authorize(self, &req, &token) {
             return ApiError::from(e).into_response();
         }
-        if !leader && (req.op.is_write() || !self.performance_standby) {
+        // A limited-use token is counted where writes happen: on the active node.
+        if !leader && (req.op.is_write() || !self.performance_standby || token.num_uses > 0) {
             return self.forward(&req).await;
         }
-        match self.handle(&req, &token).await {
+        match self.serve_locally(&req, &token).await {
             Ok(response) => response,
             // Leadership moved between the check above and the write.
             Err(crate::engines::Error::NotLeader) => self.forward(&req).await,
@@ -132,13 +133,28 @@ impl Api {
             // Became the leader while waiting: handle it here, once.
             Forwarded::HandleLocally => {
                 let result = match self.lookup_token(req) {
-                    Ok(Some(token)) => self.handle(req, &token).await,
+                    Ok(Some(token)) => self.serve_locally(req, &token).await,
                     Ok(None) => Err(crate::engines::Error::PermissionDenied),
                     Err(e) => Err(e),
                 };
                 result.unwrap_or_else(|e| ApiError::from(e).into_response())
             }
         }
+    }
+
+    /// Handles an authorized request on this node, first consuming one use of a limited-use token (as Vault does,
+    /// before the request runs; only the active node gets here with such a token).
+    async fn serve_locally(&self, req: &VaultRequest, token: &TokenEntry) -> crate::engines::Result<Response> {
+        use crate::engines::{ApplyError, Command, Error};
+        if token.num_uses > 0 {
+            let command = Command::Token(tokens::TokenCommand::Use { id_hash: token.id_hash.clone() });
+            match self.engines.execute(&command).await {
+                Err(Error::Apply(ApplyError::NotFound)) => return Err(Error::PermissionDenied),
+                Err(e) => return Err(e),
+                Ok(_) => {}
+            }
+        }
+        self.handle(req, token).await
     }
 
     /// The request's token entry from this node's applied state; `None` if absent or unknown.
