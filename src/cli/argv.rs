@@ -10,11 +10,39 @@
 use std::ffi::OsString;
 
 /// Long options that take a value (`-name value` or `-name=value`).
-const VALUE_OPTIONS: &[&str] =
-    &["config", "dev-root-token-id", "dev-listen-address", "address", "token", "format", "mount"];
+const VALUE_OPTIONS: &[&str] = &[
+    // Global and server options.
+    "config",
+    "dev-root-token-id",
+    "dev-listen-address",
+    "address",
+    "token",
+    "format",
+    // kv.
+    "mount",
+    "cas",
+    "versions",
+    "max-versions",
+    "delete-version-after",
+    "custom-metadata",
+    // token.
+    "policy",
+    "ttl",
+    "explicit-max-ttl",
+    "use-limit",
+    "display-name",
+    "metadata",
+    "mode",
+    "increment",
+];
 
-/// Long options that are plain switches.
-const SWITCH_OPTIONS: &[&str] = &["dev", "help", "version"];
+/// Long options that are switches, or booleans whose value can only be attached (`-renewable=false`).
+///
+/// `version` is both the global `--version` switch and the value option of `kv get` (`-version=2`). Listing it
+/// here is right for both: the attached form keeps its value, and in `kv get -version 2` the `2` is left as it
+/// is (it does not look like an option) for clap to take as the value.
+const SWITCH_OPTIONS: &[&str] =
+    &["dev", "help", "version", "orphan", "no-default-policy", "accessor", "self", "renewable", "cas-required"];
 
 /// Rewrites single-dash known long options to double-dash; `args` includes the program name.
 pub fn normalize<I>(args: I) -> Vec<OsString>
@@ -94,6 +122,47 @@ mod tests {
         );
         assert_eq!(norm(&["vigil", "kv", "get", "-mount=kv", "foo"]), ["vigil", "kv", "get", "--mount=kv", "foo"]);
         assert_eq!(norm(&["vigil", "-help"]), ["vigil", "--help"]);
+    }
+
+    #[test]
+    fn kv_policy_and_token_options() {
+        assert_eq!(
+            norm(&["vigil", "token", "create", "-policy=a", "-policy", "b", "-ttl=1h", "-orphan", "-renewable=false"]),
+            ["vigil", "token", "create", "--policy=a", "--policy", "b", "--ttl=1h", "--orphan", "--renewable=false"]
+        );
+        assert_eq!(
+            norm(&["vigil", "token", "create", "-explicit-max-ttl", "2h", "-use-limit=3", "-display-name=ci"]),
+            ["vigil", "token", "create", "--explicit-max-ttl", "2h", "--use-limit=3", "--display-name=ci"]
+        );
+        assert_eq!(
+            norm(&["vigil", "token", "create", "-metadata", "k=v", "-no-default-policy"]),
+            ["vigil", "token", "create", "--metadata", "k=v", "--no-default-policy"]
+        );
+        assert_eq!(
+            norm(&["vigil", "token", "revoke", "-self", "-accessor", "-mode=orphan", "x"]),
+            ["vigil", "token", "revoke", "--self", "--accessor", "--mode=orphan", "x"]
+        );
+        assert_eq!(norm(&["vigil", "token", "renew", "-increment=1h"]), ["vigil", "token", "renew", "--increment=1h"]);
+        assert_eq!(
+            norm(&["vigil", "kv", "get", "-version=2", "-version", "3", "s/a"]),
+            ["vigil", "kv", "get", "--version=2", "--version", "3", "s/a"]
+        );
+        assert_eq!(
+            norm(&["vigil", "kv", "put", "-cas=0", "s/a", "k=-v"]),
+            ["vigil", "kv", "put", "--cas=0", "s/a", "k=-v"]
+        );
+        assert_eq!(
+            norm(&["vigil", "kv", "destroy", "-versions", "1,2", "s/a"]),
+            ["vigil", "kv", "destroy", "--versions", "1,2", "s/a"]
+        );
+        assert_eq!(
+            norm(&["vigil", "kv", "metadata", "put", "-max-versions=2", "-cas-required", "-delete-version-after=1h"]),
+            ["vigil", "kv", "metadata", "put", "--max-versions=2", "--cas-required", "--delete-version-after=1h"]
+        );
+        assert_eq!(norm(&["vigil", "-custom-metadata", "a=b"]), ["vigil", "--custom-metadata", "a=b"]);
+        // A token value that looks like a switch stays a value; `-` (stdin) is not an option.
+        assert_eq!(norm(&["vigil", "-mode", "-self"]), ["vigil", "--mode", "-self"]);
+        assert_eq!(norm(&["vigil", "policy", "write", "p", "-"]), ["vigil", "policy", "write", "p", "-"]);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! - `vigil server` runs a node ([`server`]);
 //! - `vigil operator init|raft ...` ([`operator`]), `vigil status` ([`status`]),
-//!   `vigil read|write|delete|list` ([`logical`]) and `vigil kv ...` ([`kv`]) talk to a node through
+//!   `vigil read|write|delete|list` ([`logical`]), `vigil kv ...` ([`kv`], kv-v2 in [`kv2`]),
+//!   `vigil policy ...` ([`policy`]) and `vigil token ...` ([`token`]) talk to a node through
 //!   [`crate::client::Client`].
 //!
 //! Client commands find the node from `--address`, else `VIGIL_ADDR`, else `VAULT_ADDR`, else
@@ -14,12 +15,16 @@
 
 pub mod argv;
 pub mod data;
+pub mod flags;
 pub mod kv;
+pub mod kv2;
 pub mod logical;
 pub mod operator;
 pub mod output;
+pub mod policy;
 pub mod server;
 pub mod status;
+pub mod token;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -92,10 +97,20 @@ pub enum Command {
         /// The path, e.g. kv/.
         path: String,
     },
-    /// Key-value secrets: get, put, delete, list.
+    /// Key-value secrets (kv-v1 and kv-v2): get, put, patch, delete, undelete, destroy, list, metadata.
     Kv {
         #[command(subcommand)]
         cmd: kv::KvCmd,
+    },
+    /// ACL policies: write, read, list, delete.
+    Policy {
+        #[command(subcommand)]
+        cmd: policy::PolicyCmd,
+    },
+    /// Tokens: create, lookup, revoke, renew.
+    Token {
+        #[command(subcommand)]
+        cmd: token::TokenCmd,
     },
 }
 
@@ -179,6 +194,8 @@ async fn dispatch(ctx: &Ctx, command: &Command) -> CmdResult {
         Command::Delete { path } => logical::delete(ctx, logical::display_path(path), &logical::api_path(path)).await,
         Command::List { path } => logical::list(ctx, logical::display_path(path), &logical::api_path(path)).await,
         Command::Kv { cmd } => kv::run(ctx, cmd).await,
+        Command::Policy { cmd } => policy::run(ctx, cmd).await,
+        Command::Token { cmd } => token::run(ctx, cmd).await,
     }
 }
 
@@ -224,7 +241,7 @@ mod tests {
     fn client_commands() {
         let cli = parse(&["vigil", "kv", "put", "-mount=kv", "foo", "a=1", "-format=json"]).unwrap();
         assert_eq!(cli.global.format, Format::Json);
-        let Command::Kv { cmd: kv::KvCmd::Put { target, data } } = cli.command else { panic!() };
+        let Command::Kv { cmd: kv::KvCmd::Put { target, data, cas: None } } = cli.command else { panic!() };
         assert_eq!((target.mount.as_deref(), target.path.as_str()), (Some("kv"), "foo"));
         assert_eq!(data, ["a=1"]);
 
@@ -240,6 +257,56 @@ mod tests {
         assert!(parse(&["vigil", "status", "--format", "yaml"]).is_err());
         assert!(parse(&["vigil", "kv", "put", "kv/foo"]).is_err());
         assert!(parse(&["vigil", "write", "kv/foo"]).is_ok());
+
+        let cli = parse(&["vigil", "policy", "write", "App", "-", "-format=json"]).unwrap();
+        assert_eq!(cli.global.format, Format::Json);
+        let Command::Policy { cmd: policy::PolicyCmd::Write { name, file } } = cli.command else { panic!() };
+        assert_eq!((name.as_str(), file.as_str()), ("App", "-"));
+        assert!(matches!(
+            parse(&["vigil", "policy", "read", "app"]).unwrap().command,
+            Command::Policy { cmd: policy::PolicyCmd::Read { .. } }
+        ));
+        assert!(matches!(
+            parse(&["vigil", "policy", "list"]).unwrap().command,
+            Command::Policy { cmd: policy::PolicyCmd::List }
+        ));
+        assert!(matches!(
+            parse(&["vigil", "policy", "delete", "app"]).unwrap().command,
+            Command::Policy { cmd: policy::PolicyCmd::Delete { .. } }
+        ));
+        assert!(parse(&["vigil", "policy", "write", "app"]).is_err());
+        assert!(parse(&["vigil", "policy", "list", "extra"]).is_err());
+
+        let cli = parse(&["vigil", "token", "create", "-policy=app", "-token=t", "-address", "http://h:1"]).unwrap();
+        assert_eq!((cli.global.token.as_deref(), cli.global.address.as_deref()), (Some("t"), Some("http://h:1")));
+        let Command::Token { cmd: token::TokenCmd::Create(args) } = cli.command else { panic!() };
+        assert_eq!(args.policies, ["app"]);
+        assert!(matches!(
+            parse(&["vigil", "token", "lookup"]).unwrap().command,
+            Command::Token { cmd: token::TokenCmd::Lookup { accessor: false, token_id: None } }
+        ));
+        // A token argument is the subject of the command, not the token the request is sent with.
+        for args in [&["lookup", "hvs.x"][..], &["revoke", "hvs.x"], &["renew", "hvs.x"]] {
+            let mut full = vec!["vigil", "token"];
+            full.extend_from_slice(args);
+            let cli = parse(&full).unwrap();
+            assert_eq!(cli.global.token, None, "{args:?}");
+            let subject = match cli.command {
+                Command::Token { cmd: token::TokenCmd::Lookup { token_id, .. } } => token_id,
+                Command::Token { cmd: token::TokenCmd::Revoke(args) } => args.token_id,
+                Command::Token { cmd: token::TokenCmd::Renew { token_id, .. } } => token_id,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(subject.as_deref(), Some("hvs.x"), "{args:?}");
+        }
+        let cli = parse(&["vigil", "token", "lookup", "-token=t", "hvs.x"]).unwrap();
+        assert_eq!(cli.global.token.as_deref(), Some("t"));
+
+        // `-version` is a kv get option; elsewhere `--version` still prints the version.
+        let cli = parse(&["vigil", "kv", "get", "-version=2", "secret/foo"]).unwrap();
+        assert!(matches!(cli.command, Command::Kv { cmd: kv::KvCmd::Get { version: Some(2), .. } }));
+        assert_eq!(parse(&["vigil", "-version"]).unwrap_err().kind(), clap::error::ErrorKind::DisplayVersion);
+        assert_eq!(parse(&["vigil", "token", "--version"]).unwrap_err().kind(), clap::error::ErrorKind::DisplayVersion);
     }
 
     #[test]

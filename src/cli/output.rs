@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::client::{ClientError, Response};
 
@@ -176,41 +176,138 @@ pub fn human_duration(seconds: u64) -> String {
     out
 }
 
-/// The rows Vault shows for a secret response: lease information, then the `data` keys in sorted order, then
-/// token information if the response carries `auth`.
+/// The rows Vault shows for a secret response (its `OutputSecret` table): lease information, then token
+/// information if the response carries `auth`, then the `data` keys in sorted order. Values of keys that look like
+/// durations (`ttl`, `*_ttl`, `period`, ...) are shown as durations when they are whole seconds, and empty values as
+/// `n/a`, as Vault's table formatter does.
 pub fn secret_rows(resp: &Value) -> Vec<(String, String)> {
     let mut rows = Vec::new();
     let lease_id = resp.get("lease_id").and_then(Value::as_str).unwrap_or("");
     let lease_duration = resp.get("lease_duration").and_then(Value::as_u64).unwrap_or(0);
-    if !lease_id.is_empty() {
-        rows.push(("lease_id".to_string(), lease_id.to_string()));
-        rows.push(("lease_duration".to_string(), human_duration(lease_duration)));
-        let renewable = resp.get("renewable").and_then(Value::as_bool).unwrap_or(false);
-        rows.push(("lease_renewable".to_string(), renewable.to_string()));
-    } else if lease_duration > 0 {
-        rows.push(("refresh_interval".to_string(), human_duration(lease_duration)));
-    }
-    if let Some(Value::Object(data)) = resp.get("data") {
-        let mut keys: Vec<&String> = data.keys().collect();
-        keys.sort();
-        for k in keys {
-            rows.push((k.clone(), cell(&data[k])));
+    if lease_duration > 0 {
+        if !lease_id.is_empty() {
+            rows.push(("lease_id".to_string(), lease_id.to_string()));
+            rows.push(("lease_duration".to_string(), human_duration(lease_duration)));
+            let renewable = resp.get("renewable").and_then(Value::as_bool).unwrap_or(false);
+            rows.push(("lease_renewable".to_string(), renewable.to_string()));
+        } else {
+            rows.push(("refresh_interval".to_string(), human_duration(lease_duration)));
         }
     }
-    if let Some(auth @ Value::Object(_)) = resp.get("auth") {
-        let field = |name: &str| auth.get(name).map(cell).unwrap_or_else(|| "n/a".to_string());
-        rows.push(("token".to_string(), field("client_token")));
-        rows.push(("token_accessor".to_string(), field("accessor")));
+    if let Some(Value::Object(auth)) = resp.get("auth") {
+        let text = |name: &str| auth.get(name).and_then(Value::as_str).unwrap_or("").to_string();
+        rows.push(("token".to_string(), text("client_token")));
+        rows.push(("token_accessor".to_string(), text("accessor")));
         let duration = auth.get("lease_duration").and_then(Value::as_u64).unwrap_or(0);
-        rows.push((
-            "token_duration".to_string(),
-            if duration == 0 { "∞".to_string() } else { human_duration(duration) },
-        ));
-        rows.push(("token_renewable".to_string(), field("renewable")));
-        rows.push(("token_policies".to_string(), field("token_policies")));
-        rows.push(("policies".to_string(), field("policies")));
+        // A token that never expires (a root token, typically) has no lease duration: Vault shows infinity.
+        let duration = if duration == 0 { "∞".to_string() } else { human_duration(duration) };
+        rows.push(("token_duration".to_string(), duration));
+        let renewable = auth.get("renewable").and_then(Value::as_bool).unwrap_or(false);
+        rows.push(("token_renewable".to_string(), renewable.to_string()));
+        for name in ["token_policies", "identity_policies", "policies"] {
+            rows.push((name.to_string(), quoted_list(auth.get(name))));
+        }
+        if let Some(Value::Object(meta)) = auth.get("metadata") {
+            let mut keys: Vec<&String> = meta.keys().collect();
+            keys.sort();
+            for k in keys {
+                rows.push((format!("token_meta_{k}"), cell(&meta[k])));
+            }
+        }
+    }
+    if let Some(Value::Object(data)) = resp.get("data") {
+        rows.extend(map_rows(data));
+    }
+    for row in &mut rows {
+        if row.1.is_empty() {
+            row.1 = NOT_APPLICABLE.to_string();
+        }
     }
     rows
+}
+
+/// What Vault's tables show for an empty cell.
+pub const NOT_APPLICABLE: &str = "n/a";
+
+/// The Key/Value rows of a JSON object as Vault's table formatter shows a map: keys sorted, duration-like keys
+/// (see [`looks_like_duration`]) with whole-second values as durations, empty values as `n/a`.
+pub fn map_rows(map: &Map<String, Value>) -> Vec<(String, String)> {
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort();
+    keys.into_iter()
+        .map(|k| {
+            let value = &map[k];
+            let shown = match value.as_u64() {
+                Some(secs) if looks_like_duration(k) => human_duration(secs),
+                _ => cell(value),
+            };
+            let shown = if shown.is_empty() { NOT_APPLICABLE.to_string() } else { shown };
+            (k.clone(), shown)
+        })
+        .collect()
+}
+
+/// Whether Vault's table formatter shows the value of key `k` as a duration.
+pub fn looks_like_duration(k: &str) -> bool {
+    k == "period"
+        || k.ends_with("_period")
+        || k == "ttl"
+        || k.ends_with("_ttl")
+        || k == "duration"
+        || k.ends_with("_duration")
+        || k == "lease_max"
+        || k == "ttl_max"
+}
+
+/// A list of strings the way Go prints a `[]string` with `%q`: `["default" "app"]`; absent or null is `[]`.
+pub fn quoted_list(value: Option<&Value>) -> String {
+    let items: Vec<String> = match value {
+        Some(Value::Array(items)) => items.iter().map(|v| go_quote(&cell(v))).collect(),
+        Some(Value::Null) | None => Vec::new(),
+        Some(other) => vec![go_quote(&cell(other))],
+    };
+    format!("[{}]", items.join(" "))
+}
+
+/// A string quoted like Go's `%q`: in double quotes, with `"`, `\` and control characters escaped.
+pub fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A section title padded with `=` like Vault's kv output (`======= Metadata =======`): the title line is about
+/// as wide as `width`, with at least two `=` on each side and as many on the left as on the right.
+pub fn pad_equal_signs(title: &str, width: usize) -> String {
+    let mut signs = width.saturating_sub(title.len() + 2);
+    if signs == 0 {
+        signs = 4;
+    }
+    if signs % 2 != 0 {
+        signs += 1;
+    }
+    let side = "=".repeat(signs / 2);
+    format!("{side} {title} {side}")
+}
+
+/// The title line Vault prints above the Key/Value table of `map`: as wide as the table's header line would be
+/// with the longest key.
+pub fn header_for_map(title: &str, map: &Map<String, Value>) -> String {
+    let longest = map.keys().map(String::len).max().unwrap_or(0);
+    // Four spaces between the columns and five for "Value".
+    pad_equal_signs(title, longest + 4 + 5)
 }
 
 /// Prints the `warnings` of a response, if any, to stderr.
@@ -286,5 +383,75 @@ mod tests {
                 ("b".to_string(), "2".to_string()),
             ]
         );
+    }
+
+    fn rows(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn auth_rows_follow_vault() {
+        let resp = json!({"lease_id": "", "lease_duration": 0, "data": null, "auth": {
+            "client_token": "hvs.t", "accessor": "acc", "lease_duration": 3600, "renewable": true,
+            "token_policies": ["app", "default"], "policies": ["app", "default"],
+            "metadata": {"team": "ops", "env": "prod"}}});
+        assert_eq!(
+            secret_rows(&resp),
+            rows(&[
+                ("token", "hvs.t"),
+                ("token_accessor", "acc"),
+                ("token_duration", "1h"),
+                ("token_renewable", "true"),
+                ("token_policies", "[\"app\" \"default\"]"),
+                ("identity_policies", "[]"),
+                ("policies", "[\"app\" \"default\"]"),
+                ("token_meta_env", "prod"),
+                ("token_meta_team", "ops"),
+            ])
+        );
+        let root = json!({"auth": {"client_token": "r", "accessor": "", "lease_duration": 0, "policies": ["root"]}});
+        let root = secret_rows(&root);
+        assert_eq!(root[1], ("token_accessor".to_string(), "n/a".to_string()));
+        assert_eq!(root[2], ("token_duration".to_string(), "∞".to_string()));
+        assert_eq!(root[4], ("token_policies".to_string(), "[]".to_string()));
+    }
+
+    #[test]
+    fn data_rows_follow_vault() {
+        let resp = json!({"lease_id": "l1", "lease_duration": 60, "renewable": true, "data": {
+            "ttl": 2764799, "creation_ttl": 0, "explicit_max_ttl": "1h", "period": 90, "entity_id": "",
+            "meta": null, "num_uses": 3, "policies": ["default"]}});
+        assert_eq!(
+            secret_rows(&resp),
+            rows(&[
+                ("lease_id", "l1"),
+                ("lease_duration", "1m"),
+                ("lease_renewable", "true"),
+                ("creation_ttl", "0s"),
+                ("entity_id", "n/a"),
+                ("explicit_max_ttl", "1h"),
+                ("meta", "<nil>"),
+                ("num_uses", "3"),
+                ("period", "1m30s"),
+                ("policies", "[default]"),
+                ("ttl", "767h59m59s"),
+            ])
+        );
+        // A lease id without a duration is not shown, as in Vault.
+        assert!(secret_rows(&json!({"lease_id": "l1", "lease_duration": 0})).is_empty());
+        assert!(looks_like_duration("ttl") && looks_like_duration("token_ttl") && looks_like_duration("lease_max"));
+        assert!(!looks_like_duration("delete_version_after") && !looks_like_duration("ttls"));
+    }
+
+    #[test]
+    fn quoting_and_headers() {
+        assert_eq!(go_quote("a\"b\\c\nd\u{1}é"), "\"a\\\"b\\\\c\\nd\\x01é\"");
+        assert_eq!(quoted_list(Some(&json!(["a", "b"]))), "[\"a\" \"b\"]");
+        assert_eq!(quoted_list(Some(&Value::Null)), "[]");
+        assert_eq!(pad_equal_signs("Data", 0), "== Data ==");
+        assert_eq!(pad_equal_signs("Data", 13), "==== Data ====");
+        assert_eq!(pad_equal_signs("Data", 14), "==== Data ====");
+        let map = json!({"custom_metadata": 1}).as_object().unwrap().clone();
+        assert_eq!(header_for_map("Metadata", &map), "======= Metadata =======");
     }
 }
