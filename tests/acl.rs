@@ -141,6 +141,14 @@ async fn policies_are_enforced_on_every_node_before_forwarding() {
     let root_caps = root.post("/v1/sys/capabilities", &json!({ "token": token, "path": "kv/app/x" })).await.unwrap();
     assert_eq!(root_caps.json().unwrap()["capabilities"], json!(["create", "list", "read", "update"]));
 
+    // The default policy lets a token find the mount serving a path it has access under, and nothing else.
+    let found = client.get("/v1/sys/internal/ui/mounts/kv/app/x").await.unwrap().json().unwrap();
+    assert_eq!(
+        (found["data"]["path"].clone(), found["data"]["options"].clone()),
+        (json!("kv/"), json!({ "version": "1" }))
+    );
+    assert_eq!(client.get("/v1/sys/internal/ui/mounts/secret/x").await.unwrap().status, 403);
+
     // Changing the policy takes effect on the next request, on every node.
     put_policy(&cluster, "app", "path \"kv/app/*\" { capabilities = [\"read\"] }").await;
     for node in 0..3 {

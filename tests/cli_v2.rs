@@ -401,6 +401,14 @@ fn envelope(data: Value) -> Value {
 fn script(method: &str, uri: &str, body: &Value) -> (u16, Option<Value>) {
     let mount = |version: &str| (200, Some(envelope(json!({"type": "kv", "options": {"version": version}}))));
     match (method, uri) {
+        ("GET", p) if p.starts_with("/v1/sys/internal/ui/mounts/") => {
+            let path = &p["/v1/sys/internal/ui/mounts/".len()..];
+            let mounts = [("team/secrets/", "2"), ("secret/", "2"), ("kv/", "1")];
+            match mounts.into_iter().find(|(m, _)| path.starts_with(m) || format!("{path}/") == *m) {
+                Some((m, v)) => (200, Some(envelope(json!({"type": "kv", "path": m, "options": {"version": v}})))),
+                None => (400, Some(json!({"errors": [format!("no mount serves path {path:?}")]}))),
+            }
+        }
         ("GET", "/v1/sys/mounts/secret/") | ("GET", "/v1/sys/mounts/team/secrets/") => mount("2"),
         ("GET", "/v1/sys/mounts/kv/") => mount("1"),
         ("GET", p) if p.starts_with("/v1/sys/mounts/") => {
@@ -448,7 +456,7 @@ fn script(method: &str, uri: &str, body: &Value) -> (u16, Option<Value>) {
 #[test]
 fn kv_v2_requests_and_output_against_a_scripted_server() {
     let vault = ScriptedVault::start();
-    let probe = seen("GET", "/v1/sys/mounts/secret/", Value::Null);
+    let probe = seen("GET", "/v1/sys/internal/ui/mounts/secret/app/db", Value::Null);
 
     // put: the data, the check-and-set version, and the new version's metadata.
     let (code, out, err, requests) =
@@ -523,7 +531,7 @@ version            1
     assert_eq!(code, 0);
     assert_eq!(
         requests.iter().map(|r| r.uri.as_str()).collect::<Vec<_>>(),
-        ["/v1/sys/mounts/team/", "/v1/sys/mounts/team/secrets/", "/v1/team/secrets/data/app"]
+        ["/v1/sys/internal/ui/mounts/team/secrets/app", "/v1/team/secrets/data/app"]
     );
     assert!(out.starts_with("==== Secret Path ====\nteam/secrets/data/app\n\n"), "{out}");
     let (code, out, _, _) = vault.run(&["kv", "get", "-format=json", "secret/app/db"]);
@@ -627,7 +635,10 @@ destroyed        false
     // kv-v1 mounts keep their plain paths; the kv-v2-only commands refuse them with Vault's messages.
     let (code, _, _, requests) = vault.run(&["kv", "get", "kv/app"]);
     assert_eq!(code, 2);
-    assert_eq!(requests.iter().map(|r| r.uri.as_str()).collect::<Vec<_>>(), ["/v1/sys/mounts/kv/", "/v1/kv/app"]);
+    assert_eq!(
+        requests.iter().map(|r| r.uri.as_str()).collect::<Vec<_>>(),
+        ["/v1/sys/internal/ui/mounts/kv/app", "/v1/kv/app"]
+    );
     let (code, _, err, _) = vault.run(&["kv", "patch", "kv/app", "a=1"]);
     assert_eq!((code, err.as_str()), (2, "K/V engine mount must be version 2 for patch support\n"));
     let (code, _, err, _) = vault.run(&["kv", "metadata", "get", "kv/app"]);
@@ -644,7 +655,13 @@ destroyed        false
     assert_eq!(code, 2);
     assert_eq!(
         requests.iter().map(|r| r.uri.as_str()).collect::<Vec<_>>(),
-        ["/v1/sys/mounts/other/", "/v1/sys/mounts/other/x/", "/v1/sys/mounts/other/x/y/", "/v1/other/x/y"]
+        [
+            "/v1/sys/internal/ui/mounts/other/x/y",
+            "/v1/sys/mounts/other/",
+            "/v1/sys/mounts/other/x/",
+            "/v1/sys/mounts/other/x/y/",
+            "/v1/other/x/y"
+        ]
     );
 }
 

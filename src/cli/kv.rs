@@ -1,7 +1,9 @@
 //! `vigil kv ...`: the key-value secrets engine, versions 1 and 2, like `vault kv`.
 //!
 //! Each command first resolves its arguments to a [`KvTarget`] ([`resolve`]): the mount, the path below it and
-//! the mount's kv version. The version comes from the server: `GET /v1/sys/mounts/<mount>/` answers the mount's
+//! the mount's kv version. The version comes from the server: `GET /v1/sys/internal/ui/mounts/<path>` names the
+//! mount serving the path and its `options.version` (any token with access under the mount may ask, as in Vault).
+//! Failing that, `GET /v1/sys/mounts/<mount>/` answers the mount's
 //! `options.version`. Without `-mount`, the mount is found by asking for each leading part of the path in turn
 //! (`team`, then `team/secrets`, ...); the server refuses overlapping mounts, so the first one that exists is the
 //! mount that serves the path — the longest mount prefix, as the server routes it. If no answer comes (the mount
@@ -200,6 +202,9 @@ impl KvTarget {
 /// Resolves `[-mount] PATH` to a target, asking the server for the mount and its version (see the module docs).
 pub async fn resolve(ctx: &Ctx, args: &KvPathArgs) -> Result<KvTarget, CliError> {
     let guess = split_target(args.mount.as_deref(), &args.path)?;
+    if let Some(target) = ask_mount_for_path(ctx, &guess).await {
+        return Ok(target);
+    }
     let candidates = match &args.mount {
         Some(_) => vec![guess.mount.clone()],
         None => mount_candidates(&args.path),
@@ -216,6 +221,19 @@ pub async fn resolve(ctx: &Ctx, args: &KvPathArgs) -> Result<KvTarget, CliError>
         }
     }
     Ok(guess)
+}
+
+/// Asks `sys/internal/ui/mounts/<path>` which mount serves the target's full path.
+async fn ask_mount_for_path(ctx: &Ctx, guess: &KvTarget) -> Option<KvTarget> {
+    let full = guess.display();
+    let resp = ctx.client.get(&logical::api_path(&format!("sys/internal/ui/mounts/{full}"))).await.ok()?;
+    if !resp.is_success() {
+        return None;
+    }
+    let body = resp.json().ok()?;
+    let mount = body.pointer("/data/path")?.as_str()?.trim_end_matches('/').to_string();
+    let path = full.strip_prefix(mount.as_str())?.trim_start_matches('/').to_string();
+    Some(KvTarget { v2: is_kv_v2(&body), mount, path })
 }
 
 /// What the server says about a mount path.

@@ -84,6 +84,11 @@ path "sys/capabilities-self" {
 path "sys/internal/ui/resultant-acl" {
   capabilities = ["read"]
 }
+
+# A token may ask which mount serves a path it has access to (clients use it to detect kv versions).
+path "sys/internal/ui/mounts/*" {
+  capabilities = ["read"]
+}
 "#;
 
 /// Longest policy name [`validate_name`] accepts.
@@ -763,6 +768,30 @@ impl Acl {
         self.root
     }
 
+    /// Whether some rule that is not a deny could apply to a path under `mount` (e.g. `secret/`): Vault's "has
+    /// mount access", which decides whether a token may learn about a mount. `+` patterns are judged by their
+    /// literal segments up to the mount's depth.
+    pub fn has_access_under(&self, mount: &str) -> bool {
+        if self.root {
+            return true;
+        }
+        let grants = |grant: &Grant| !grant.capabilities.is_empty() && !grant.capabilities.contains(Capability::Deny);
+        let exact = self.exact.iter().any(|(path, grant)| path.starts_with(mount) && grants(grant));
+        exact
+            || self.wildcard.iter().any(|(pattern, grant)| {
+                grants(grant)
+                    && match pattern {
+                        Pattern::Exact(path) => path.starts_with(mount),
+                        Pattern::Prefix(prefix) => prefix.starts_with(mount) || mount.starts_with(prefix.as_str()),
+                        Pattern::Segments { segments, .. } => mount
+                            .trim_end_matches('/')
+                            .split('/')
+                            .zip(segments)
+                            .all(|(part, segment)| segment.as_deref().is_none_or(|literal| literal == part)),
+                    }
+            })
+    }
+
     /// The rule that applies to `path`, chosen as described on [`Acl::capabilities`].
     fn grant(&self, path: &str) -> Option<&Grant> {
         let path = path.trim_start_matches('/');
@@ -1437,16 +1466,31 @@ path "secret/object-control-group" {
             ("auth/token/revoke-self", vec!["update"]),
             ("sys/capabilities-self", vec!["update"]),
             ("sys/internal/ui/resultant-acl", vec!["read"]),
+            ("sys/internal/ui/mounts/*", vec!["read"]),
         ];
         let rules: Vec<(&str, Vec<&str>)> =
             default.rules().iter().map(|r| (r.path(), r.capabilities().names())).collect();
         assert_eq!(rules, expected.to_vec());
         for (path, names) in expected {
+            let path = path.trim_end_matches('*');
             assert_eq!(acl.capabilities(path).names(), names, "{path}");
         }
         for path in ["auth/token/create", "auth/token/lookup", "sys/capabilities", "sys/mounts", "kv/x", ""] {
             assert_eq!(acl.capabilities(path), Capabilities::empty(), "{path}");
         }
+    }
+
+    #[test]
+    fn mount_access_follows_rules_under_the_mount() {
+        let reader = policy("path \"secret/data/app/*\" { capabilities = [\"read\"] }\npath \"kv/+/x\" { capabilities = [\"list\"] }\npath \"team/*\" { capabilities = [\"deny\"] }");
+        let acl = Acl::new(std::slice::from_ref(&reader));
+        let cases = [("secret/", true), ("kv/", true), ("team/", false), ("other/", false), ("secret/data/", true)];
+        for (mount, expected) in cases {
+            assert_eq!(acl.has_access_under(mount), expected, "{mount}");
+        }
+        assert!(Acl::root().has_access_under("anything/"));
+        let everything = policy("path \"*\" { capabilities = [\"read\"] }");
+        assert!(Acl::new(std::slice::from_ref(&everything)).has_access_under("secret/"));
     }
 
     #[test]

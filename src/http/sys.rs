@@ -193,6 +193,9 @@ pub async fn handle(api: &Api, req: &VaultRequest, token: &TokenEntry) -> Result
     }
     match (path, req.op) {
         ("sys/capabilities-self", Operation::Update) => capabilities(api, req, token).await,
+        (p, Operation::Read) if p.starts_with("sys/internal/ui/mounts/") => {
+            mount_for_path(api, token, &p["sys/internal/ui/mounts/".len()..])
+        }
         ("sys/capabilities", Operation::Update) => {
             let body = req.json_body().map_err(api_to_engine)?;
             let id = required_string(&body, "token").map_err(api_to_engine)?;
@@ -394,6 +397,20 @@ fn parse_options(body: &Map<String, Value>) -> Result<BTreeMap<String, String>> 
         Some(_) => return Err(Error::BadRequest("field \"options\" must be an object".into())),
     }
     Ok(options)
+}
+
+/// `GET sys/internal/ui/mounts/<path>`: the mount serving `path`, for a token with some access under that mount
+/// (clients such as `vigil kv` use it to learn a mount's kv version without reading the mount table).
+fn mount_for_path(api: &Api, token: &TokenEntry, path: &str) -> Result<Response> {
+    let state = api.engines.state();
+    let (entry, _) = mounts::resolve(&state, path.trim_start_matches('/'))?
+        .ok_or_else(|| Error::BadRequest(format!("no mount serves path {path:?}")))?;
+    if !super::acl::acl(api, token)?.has_access_under(&entry.path) {
+        return Err(Error::PermissionDenied);
+    }
+    let mut data = mount_json(&entry);
+    data["path"] = json!(entry.path);
+    Ok(Json(envelope(data, 0, "system")).into_response())
 }
 
 fn read_mount(api: &Api, path: &str) -> Result<Response> {
