@@ -274,3 +274,88 @@ async fn tokens_expire_renew_and_work_through_accessors() {
         assert_eq!((resp.status, resp.errors()), (400, vec![message.to_string()]), "{body}");
     }
 }
+
+#[tokio::test]
+async fn a_token_with_only_the_default_policy_is_denied_on_every_other_endpoint() {
+    let cluster = TestCluster::start3().await;
+    let root = cluster.client(0);
+    root.put("/v1/kv/x", &json!({ "a": 1 })).await.unwrap();
+    root.post("/v1/secret/data/x", &json!({ "data": { "a": 1 } })).await.unwrap();
+    let (token, auth) = create_token(&root, json!({ "policies": ["default"] })).await;
+    assert_eq!(auth["policies"], json!(["default"]));
+    let accessor = auth["accessor"].as_str().unwrap().to_string();
+    let body = json!({
+        "type": "kv", "policy": "path \"*\" { capabilities = [\"sudo\"] }", "data": { "a": 2 }, "versions": [1],
+        "token": token, "accessor": accessor, "server_id": "node2", "paths": ["kv/x"], "a": 2, "max_versions": 1,
+    });
+    let denied: &[(&str, &str)] = &[
+        ("GET", "/v1/sys/mounts"),
+        ("GET", "/v1/sys/mounts/kv"),
+        ("POST", "/v1/sys/mounts/new"),
+        ("DELETE", "/v1/sys/mounts/kv"),
+        ("GET", "/v1/sys/mounts/kv/tune"),
+        ("POST", "/v1/sys/mounts/kv/tune"),
+        ("LIST", "/v1/sys/policies/acl"),
+        ("GET", "/v1/sys/policies/acl/default"),
+        ("PUT", "/v1/sys/policies/acl/mine"),
+        ("DELETE", "/v1/sys/policies/acl/default"),
+        ("GET", "/v1/sys/policy"),
+        ("GET", "/v1/sys/policy/default"),
+        ("PUT", "/v1/sys/policy/mine"),
+        ("POST", "/v1/sys/capabilities"),
+        ("POST", "/v1/sys/capabilities-accessor"),
+        ("GET", "/v1/sys/storage/raft/configuration"),
+        ("POST", "/v1/sys/storage/raft/remove-peer"),
+        ("POST", "/v1/sys/storage/raft/bootstrap/join"),
+        ("POST", "/v1/auth/token/create"),
+        ("POST", "/v1/auth/token/create-orphan"),
+        ("POST", "/v1/auth/token/lookup"),
+        ("POST", "/v1/auth/token/lookup-accessor"),
+        ("POST", "/v1/auth/token/renew"),
+        ("POST", "/v1/auth/token/revoke"),
+        ("POST", "/v1/auth/token/revoke-accessor"),
+        ("POST", "/v1/auth/token/revoke-orphan"),
+        ("GET", "/v1/kv/x"),
+        ("PUT", "/v1/kv/x"),
+        ("PUT", "/v1/kv/new"),
+        ("DELETE", "/v1/kv/x"),
+        ("LIST", "/v1/kv/"),
+        ("GET", "/v1/secret/data/x"),
+        ("POST", "/v1/secret/data/x"),
+        ("PATCH", "/v1/secret/data/x"),
+        ("DELETE", "/v1/secret/data/x"),
+        ("POST", "/v1/secret/delete/x"),
+        ("POST", "/v1/secret/undelete/x"),
+        ("PUT", "/v1/secret/destroy/x"),
+        ("GET", "/v1/secret/metadata/x"),
+        ("POST", "/v1/secret/metadata/x"),
+        ("DELETE", "/v1/secret/metadata/x"),
+        ("LIST", "/v1/secret/metadata/"),
+        ("GET", "/v1/secret/subkeys/x"),
+        ("GET", "/v1/secret/config"),
+        ("POST", "/v1/secret/config"),
+        ("GET", "/v1/sys/internal/ui/mounts/kv/x"),
+        ("GET", "/v1/nomount/x"),
+    ];
+    for node in 0..3 {
+        let client = as_token(&cluster, node, &token);
+        for (method, path) in denied {
+            let resp = client.request(method, path, Some(&body)).await.unwrap();
+            assert_eq!((resp.status, resp.errors()), (403, vec!["permission denied".to_string()]), "{method} {path}");
+        }
+    }
+    // Nothing changed.
+    assert_eq!(cluster.read(0, "/v1/kv/x").await.unwrap()["data"], json!({ "a": 1 }));
+    let config = root.get("/v1/sys/storage/raft/configuration").await.unwrap().json().unwrap();
+    assert_eq!(config["data"]["config"]["servers"].as_array().unwrap().len(), 3);
+    // What the default policy does allow still works.
+    let client = as_token(&cluster, 1, &token);
+    assert_eq!(client.get("/v1/auth/token/lookup-self").await.unwrap().status, 200);
+    assert_eq!(client.post("/v1/sys/capabilities-self", &json!({ "path": "kv/x" })).await.unwrap().status, 200);
+    assert_eq!(client.post("/v1/auth/token/renew-self", &json!({})).await.unwrap().status, 200);
+    assert_eq!(client.post("/v1/auth/token/revoke-self", &json!({})).await.unwrap().status, 204);
+    wait_for("revoked everywhere", WAIT, || async {
+        (as_token(&cluster, 2, &token).get("/v1/auth/token/lookup-self").await.ok()?.status == 403).then_some(())
+    })
+    .await;
+}
