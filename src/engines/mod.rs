@@ -17,6 +17,7 @@
 //! | `token-accessor/<accessor>`, `token-child/<parent>/<child>` | token indexes |
 
 pub mod cluster;
+pub mod duration;
 pub mod kv;
 pub mod kv2;
 pub mod mounts;

@@ -270,52 +270,17 @@ fn revoke(txn: &mut StateTxn<'_>, id_hash: &str, orphan_children: bool) -> std::
     Ok(())
 }
 
-/// Parses a Vault duration: an integer number of seconds, or a string like `90`, `1h30m`, `45s`, `2h`, `500ms`.
+/// Parses a duration field the way Vault does (integer seconds, `90s`, `1h30m`, `1.5h`, `2d`; see
+/// [`super::duration`]) into whole, non-negative seconds.
 pub fn parse_duration_secs(field: &str, value: &serde_json::Value) -> Result<u64> {
     let bad = || Error::BadRequest(format!("invalid duration for {field:?}: {value}"));
-    match value {
-        serde_json::Value::Number(n) => n.as_u64().ok_or_else(bad),
-        serde_json::Value::String(s) => {
-            let s = s.trim();
-            if s.is_empty() {
-                return Ok(0);
-            }
-            if let Ok(secs) = s.parse::<u64>() {
-                return Ok(secs);
-            }
-            let mut total_ms: u64 = 0;
-            let mut number = String::new();
-            let mut chars = s.chars().peekable();
-            while let Some(c) = chars.next() {
-                if c.is_ascii_digit() {
-                    number.push(c);
-                    continue;
-                }
-                let mut unit = c.to_string();
-                if c == 'm' && chars.peek() == Some(&'s') {
-                    unit.push('s');
-                    chars.next();
-                }
-                let n: u64 = number.parse().map_err(|_| bad())?;
-                number.clear();
-                let ms = match unit.as_str() {
-                    "h" => n.checked_mul(3_600_000),
-                    "m" => n.checked_mul(60_000),
-                    "s" => n.checked_mul(1000),
-                    "ms" => Some(n),
-                    _ => None,
-                }
-                .ok_or_else(bad)?;
-                total_ms = total_ms.checked_add(ms).ok_or_else(bad)?;
-            }
-            if !number.is_empty() {
-                return Err(bad());
-            }
-            Ok(total_ms / 1000)
-        }
-        serde_json::Value::Null => Ok(0),
-        _ => Err(bad()),
-    }
+    let secs = match value {
+        serde_json::Value::Null => return Ok(0),
+        serde_json::Value::Number(n) => super::duration::parse_duration_seconds(&n.to_string()),
+        serde_json::Value::String(s) => super::duration::parse_duration_seconds(s.trim()),
+        _ => return Err(bad()),
+    };
+    secs.ok().and_then(|s| u64::try_from(s).ok()).ok_or_else(bad)
 }
 
 #[cfg(test)]
@@ -346,6 +311,8 @@ mod tests {
             (json!("45s"), Some(45)),
             (json!("768h"), Some(2_764_800)),
             (json!("1500ms"), Some(1)),
+            (json!("1.5h"), Some(5400)),
+            (json!("2d"), Some(172_800)),
             (json!(""), Some(0)),
             (json!("1x"), None),
             (json!("h"), None),
