@@ -14,7 +14,7 @@
 //! - Errors read like a compiler's, `file:line: field: message`, and the first one found is reported.
 //! - Nothing here panics, whatever the input. Because the HCL parser is recursive and would overflow
 //!   the stack (an abort, not an error) on absurdly nested input, a small lexer first bounds nesting
-//!   and operator count; real files are nowhere near the limits (see `check_parser_limits`).
+//!   and operator count; real files are nowhere near the limits (see `crate::hcl_limits`).
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::ops::Range;
@@ -104,7 +104,7 @@ impl Config {
         // A UTF-8 byte order mark is not HCL; dropping it shifts offsets but not line numbers.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let src = Source { text, file };
-        check_parser_limits(text)
+        crate::hcl_limits::check_parser_limits(text)
             .map_err(|(offset, message)| src.error(src.line_of(Some(offset..offset), 1), "-", message))?;
         let body = hcl::edit::parser::parse_body(text).map_err(|e| {
             let location = e.location();
@@ -445,100 +445,6 @@ impl<'b> Section<'b> {
             other => Ok(other.map(|(n, _)| n)),
         }
     }
-}
-
-/// Most nesting levels (blocks, brackets, strings, interpolations) [`check_parser_limits`] lets through.
-const MAX_NESTING: usize = 32;
-/// Most operators (and template directives) [`check_parser_limits`] lets through.
-const MAX_OPERATORS: usize = 64;
-
-/// Rejects input that would make the HCL parser recurse deeply, before it sees it.
-///
-/// `hcl-edit` is a recursive-descent parser: a few hundred nested `[`, or a long chain of operators,
-/// overflow a 2 MiB thread's stack, which aborts the process instead of returning an error. A valid
-/// file needs two levels of blocks and no operators at all, so the limits are far above anything real.
-///
-/// This is a small lexer that skips comments and quoted strings exactly as HCL does, so brackets and
-/// dashes in paths, URLs and comments do not count. Heredocs are not worth mirroring precisely (Vigil
-/// rejects them anyway): from the first `<<` on, every opening bracket and operator character counts,
-/// wherever it is, and nothing closes. Returns the byte offset where a limit was crossed.
-fn check_parser_limits(text: &str) -> Result<(), (usize, String)> {
-    enum Frame {
-        Code,
-        Str,
-    }
-    let bytes = text.as_bytes();
-    let at = |i: usize| bytes.get(i).copied().unwrap_or(0);
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut operators = 0;
-    let mut opened = 0; // openings seen since the first `<<`
-    let mut heredoc_seen = false;
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = at(i);
-        let mut step = 1;
-        if heredoc_seen {
-            match c {
-                b'{' | b'[' | b'(' => opened += 1,
-                b'!' | b'+' | b'-' | b'*' | b'/' | b'%' | b'<' | b'>' | b'&' | b'|' | b'?' | b':' | b'=' => {
-                    operators += 1
-                }
-                _ => {}
-            }
-        } else if let Some(Frame::Str) = stack.last() {
-            match (c, at(i + 1), at(i + 2)) {
-                (b'\\', _, _) => step = 2,
-                (b'"', _, _) => {
-                    stack.pop();
-                }
-                (b'$', b'$', b'{') | (b'%', b'%', b'{') => step = 3,
-                (b'$' | b'%', b'{', _) => {
-                    // A template directive (`%{ if ... }`) nests what follows it, up to its `%{ end... }`.
-                    if c == b'%' {
-                        operators += 1;
-                    }
-                    stack.push(Frame::Code);
-                    step = 2;
-                }
-                _ => {}
-            }
-        } else {
-            match (c, at(i + 1)) {
-                (b'#', _) | (b'/', b'/') => {
-                    let rest = bytes.get(i..).unwrap_or_default();
-                    step = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
-                }
-                (b'/', b'*') => {
-                    let rest = bytes.get(i + 2..).unwrap_or_default();
-                    step = rest.windows(2).position(|w| w == b"*/").map_or(rest.len() + 2, |end| end + 4);
-                }
-                (b'"', _) => stack.push(Frame::Str),
-                (b'<', b'<') => heredoc_seen = true,
-                (b'{' | b'[' | b'(', _) => stack.push(Frame::Code),
-                (b'}' | b']' | b')', _) => {
-                    if let Some(Frame::Code) = stack.last() {
-                        stack.pop();
-                    }
-                }
-                (b'=', b'=') => {
-                    operators += 1;
-                    step = 2;
-                }
-                (b'!' | b'+' | b'-' | b'*' | b'/' | b'%' | b'<' | b'>' | b'&' | b'|' | b'?' | b':', _) => {
-                    operators += 1
-                }
-                _ => {}
-            }
-        }
-        if stack.len() + opened > MAX_NESTING {
-            return Err((i, format!("nested too deeply (more than {MAX_NESTING} levels)")));
-        }
-        if operators > MAX_OPERATORS {
-            return Err((i, format!("too many operators (more than {MAX_OPERATORS}): use literal values")));
-        }
-        i += step;
-    }
-    Ok(())
 }
 
 /// Checks a Raft node id: 1 to [`RaftStorageConfig::MAX_NODE_ID_LEN`] characters from `[A-Za-z0-9._-]`.

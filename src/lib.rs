@@ -20,6 +20,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod engines;
+mod hcl_limits;
 pub mod http;
 pub mod raft;
 pub mod server;

@@ -436,7 +436,7 @@ pub fn parse(name: &str, text: &str) -> Result<Policy, PolicyError> {
     if hcl_text.trim().is_empty() {
         return Err(src.error(1, "policy is empty"));
     }
-    check_parser_limits(hcl_text)
+    crate::hcl_limits::check_parser_limits(hcl_text)
         .map_err(|(offset, message)| src.error(src.line_of(Some(offset..offset), 1), message))?;
     let body = hcl::edit::parser::parse_body(hcl_text).map_err(|e| {
         let location = e.location();
@@ -605,98 +605,6 @@ impl Source<'_> {
             .map(|item| item.as_str().map(|s| (s, self.line_of(item.span(), line))).ok_or_else(not_strings))
             .collect()
     }
-}
-
-/// Most nesting levels (blocks, brackets, strings, interpolations) [`check_parser_limits`] lets through.
-const MAX_NESTING: usize = 32;
-/// Most operators (and template directives) [`check_parser_limits`] lets through.
-const MAX_OPERATORS: usize = 64;
-
-/// Rejects input that would make the recursive HCL parser recurse deeply, before it sees it; returns the byte
-/// offset where a limit was crossed.
-///
-/// A small lexer: comments, quoted strings (with their `${ }` and `%{ }` templates) and identifiers (which may
-/// contain `-`) are skipped as HCL reads them, so `*`, `/` and `-` in paths and comments do not count. Heredocs
-/// are not worth lexing: from the first `<<` on, every opening bracket and operator character counts, and
-/// nothing closes. A real policy needs three levels and no operators at all.
-fn check_parser_limits(text: &str) -> Result<(), (usize, String)> {
-    #[derive(PartialEq)]
-    enum Frame {
-        Code,
-        Str,
-    }
-    const OPERATOR_BYTES: &[u8] = b"!+-*/%<>&|?:";
-    let bytes = text.as_bytes();
-    let at = |i: usize| bytes.get(i).copied().unwrap_or(0);
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut operators = 0;
-    let mut heredoc_openings = 0;
-    let mut in_heredoc = false;
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = at(i);
-        let mut step = 1;
-        if in_heredoc {
-            if b"{[(".contains(&c) {
-                heredoc_openings += 1;
-            } else if OPERATOR_BYTES.contains(&c) || c == b'=' {
-                operators += 1;
-            }
-        } else if stack.last() == Some(&Frame::Str) {
-            match (c, at(i + 1), at(i + 2)) {
-                (b'\\', _, _) => step = 2,
-                (b'"', _, _) => {
-                    stack.pop();
-                }
-                // `$${` and `%%{` are escapes, not templates.
-                (b'$', b'$', b'{') | (b'%', b'%', b'{') => step = 3,
-                (b'$' | b'%', b'{', _) => {
-                    // A directive (`%{ if x }`) nests what follows it up to its `%{ end... }`.
-                    if c == b'%' {
-                        operators += 1;
-                    }
-                    stack.push(Frame::Code);
-                    step = 2;
-                }
-                _ => {}
-            }
-        } else {
-            let rest = bytes.get(i..).unwrap_or_default();
-            match (c, at(i + 1)) {
-                (b'#', _) | (b'/', b'/') => step = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len()).max(1),
-                (b'/', b'*') => {
-                    let body = rest.get(2..).unwrap_or_default();
-                    step = body.windows(2).position(|w| w == b"*/").map_or(rest.len(), |end| end + 4);
-                }
-                (b'"', _) => stack.push(Frame::Str),
-                (b'<', b'<') => in_heredoc = true,
-                (b'{' | b'[' | b'(', _) => stack.push(Frame::Code),
-                (b'}' | b']' | b')', _) if stack.last() == Some(&Frame::Code) => {
-                    stack.pop();
-                }
-                (b'=', b'=') => {
-                    operators += 1;
-                    step = 2;
-                }
-                (c, _) if c.is_ascii_alphabetic() || c == b'_' => {
-                    step = rest
-                        .iter()
-                        .position(|&b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
-                        .unwrap_or(rest.len());
-                }
-                (c, _) if OPERATOR_BYTES.contains(&c) => operators += 1,
-                _ => {}
-            }
-        }
-        if stack.len() + heredoc_openings > MAX_NESTING {
-            return Err((i, format!("nested too deeply (more than {MAX_NESTING} levels)")));
-        }
-        if operators > MAX_OPERATORS {
-            return Err((i, format!("too many operators (more than {MAX_OPERATORS}): use literal values")));
-        }
-        i += step.max(1);
-    }
-    Ok(())
 }
 
 /// Whether `name` is reserved: `root` (any case), the implicit policy of root tokens, never stored.
