@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, Config, RaftMetrics, ServerState, SnapshotPolicy};
 
 use super::log_store::LogStore;
@@ -266,7 +266,8 @@ impl RaftNode {
             }
             return Ok(());
         }
-        self.raft.add_learner(id, info, false).await.map_err(membership_error)?;
+        let node = info.clone();
+        retry_in_progress(|| self.raft.add_learner(id, node.clone(), false)).await?;
         Ok(())
     }
 
@@ -277,7 +278,7 @@ impl RaftNode {
         };
         let ids = BTreeSet::from([member.id]);
         let change = if member.voter { ChangeMembers::RemoveVoters(ids) } else { ChangeMembers::RemoveNodes(ids) };
-        self.raft.change_membership(change, false).await.map_err(membership_error)?;
+        retry_in_progress(|| self.raft.change_membership(change.clone(), false)).await?;
         Ok(())
     }
 
@@ -289,11 +290,39 @@ impl RaftNode {
     }
 }
 
-/// Maps a failed membership change: "not the leader" is for the caller to forward, anything else is a failure.
-fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> RaftLayerError {
-    match e.forward_to_leader() {
-        Some(_) => RaftLayerError::NotLeader,
-        None => RaftLayerError::Raft(e.to_string()),
+/// How long a membership change waits for another one (a join, a promotion) to finish.
+const MEMBERSHIP_BUSY_WAIT: Duration = Duration::from_secs(10);
+
+/// Runs a membership change, retrying while another change is still in progress: openraft allows one at a time,
+/// and the learner-promotion loop or a concurrent join may hold it for a commit round.
+async fn retry_in_progress<F, Fut>(mut change: F) -> Result<(), RaftLayerError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<openraft::raft::ClientWriteResponse<super::TypeConfig>, MembershipError>>,
+{
+    let deadline = tokio::time::Instant::now() + MEMBERSHIP_BUSY_WAIT;
+    loop {
+        match change().await {
+            Ok(_) => return Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(_))))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(membership_error(e)),
+        }
+    }
+}
+
+type MembershipError = RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>;
+
+/// Maps a failed membership change: "not the leader" is for the caller to forward; a change the membership rules
+/// refuse (e.g. removing the last voter) is the caller's mistake; anything else is a failure.
+fn membership_error(e: MembershipError) -> RaftLayerError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => RaftLayerError::NotLeader,
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => RaftLayerError::Invalid(e.to_string()),
+        e => RaftLayerError::Raft(e.to_string()),
     }
 }
 
