@@ -15,6 +15,7 @@
 //! - [`http`]: Vault's HTTP API: authentication, routing, forwarding to the active node, error mapping.
 //! - [`server`]: wires one node together from its [`config`] and runs it until shutdown.
 //! - [`client`] and [`cli`]: the `vigil` command-line client.
+//! - [`proto`]: the event notification wire types, generated from `proto/event.proto` at build time.
 
 pub mod cli;
 pub mod client;
@@ -22,6 +23,7 @@ pub mod config;
 pub mod engines;
 mod hcl_limits;
 pub mod http;
+pub mod proto;
 pub mod raft;
 pub mod server;
 pub mod storage;
