@@ -95,3 +95,41 @@ pub(crate) fn check_parser_limits(text: &str) -> Result<(), (usize, String)> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_worst_inputs_within_the_limits_leave_the_parser_room() {
+        // Each passes the guard, and hcl-edit must then parse it (successfully or not) without overflowing a test
+        // thread's 2 MiB stack in a debug build; an overflow aborts the test binary.
+        let ops = "1 + ".repeat(60);
+        let cases = [
+            format!("a = {}{ops}1{}\n", "[".repeat(32), "]".repeat(32)),
+            format!("a = {}{ops}1{}\n", "\"${".repeat(16), "}\"".repeat(16)),
+            format!("a = {}{}x{}\n", "(".repeat(32), "-".repeat(64), ")".repeat(32)),
+            format!("a = {}{}1{}\n", "(".repeat(32), "x ? 1 : ".repeat(32), ")".repeat(32)),
+            format!("a = \"{}{}\"\n", "%{ if x }".repeat(32), "%{ endif }".repeat(32)),
+            format!("{}a = {}1{}\n", "b {\n".repeat(16), "[".repeat(16), "]".repeat(16) + "\n" + &"}\n".repeat(16)),
+        ];
+        for text in cases {
+            assert_eq!(check_parser_limits(&text), Ok(()), "{text:?}");
+            let _ = hcl::edit::parser::parse_body(&text);
+        }
+    }
+
+    #[test]
+    fn one_step_over_a_limit_is_refused() {
+        let nested = format!("a = {}1{}\n", "[".repeat(33), "]".repeat(33));
+        assert_eq!(
+            check_parser_limits(&nested).map_err(|e| e.1),
+            Err("nested too deeply (more than 32 levels)".into())
+        );
+        let operators = format!("a = {}1\n", "1 + ".repeat(65));
+        assert_eq!(
+            check_parser_limits(&operators).map_err(|e| e.1),
+            Err("too many operators (more than 64): use literal values".into())
+        );
+    }
+}
