@@ -106,12 +106,15 @@ pub async fn delete(ctx: &Ctx, t: &KvTarget, versions: &[u64]) -> CmdResult {
 
 /// `kv undelete` / `kv destroy`: `<method> <mount>/<segment>/<path>` with `{"versions": [...]}`.
 pub async fn write_versions(ctx: &Ctx, t: &KvTarget, segment: &str, method: &str, versions: &[u64]) -> CmdResult {
-    let display = t.v2_display(segment);
+    send_write(ctx, &t.v2_display(segment), method, &json!({ "versions": versions })).await
+}
+
+/// Sends a write to `display` and prints Vault's answer to it.
+async fn send_write(ctx: &Ctx, display: &str, method: &str, body: &Value) -> CmdResult {
     let action = format!("Error writing data to {display}");
-    let body = json!({ "versions": versions });
-    let resp = ctx.client.request(method, &api_path(&display), Some(&body)).await;
+    let resp = ctx.client.request(method, &api_path(display), Some(body)).await;
     let resp = check(&action, resp.map_err(|e| CliError::client(&action, &e))?)?;
-    print_written(ctx.format, &display, &resp);
+    print_written(ctx.format, display, &resp);
     Ok(())
 }
 
@@ -139,26 +142,13 @@ pub async fn metadata_get(ctx: &Ctx, t: &KvTarget) -> CmdResult {
 
 /// `kv metadata put`: `POST <mount>/metadata/<path>` with the options that were given.
 pub async fn metadata_put(ctx: &Ctx, t: &KvTarget, args: &MetadataPutArgs) -> CmdResult {
-    let display = t.v2_display("metadata");
-    let action = format!("Error writing data to {display}");
-    let resp = ctx.client.post(&api_path(&display), &metadata_body(args)).await;
-    let resp = check(&action, resp.map_err(|e| CliError::client(&action, &e))?)?;
-    print_written(ctx.format, &display, &resp);
-    Ok(())
+    send_write(ctx, &t.v2_display("metadata"), "POST", &metadata_body(args)).await
 }
 
 /// `kv metadata delete`: `DELETE <mount>/metadata/<path>` (every version and the metadata).
 pub async fn metadata_delete(ctx: &Ctx, t: &KvTarget) -> CmdResult {
     let display = t.v2_display("metadata");
-    let action = format!("Error deleting {display}");
-    let resp = ctx.client.delete(&api_path(&display)).await.map_err(|e| CliError::client(&action, &e))?;
-    let resp = check(&action, resp)?;
-    match (ctx.format, resp.json()) {
-        (Format::Json, Ok(body)) => output::print_json(&body),
-        (Format::Json, Err(_)) => {}
-        (Format::Table, _) => output::out(&format!("Success! Data deleted (if it existed) at: {display}")),
-    }
-    Ok(())
+    super::logical::delete(ctx, &display, &api_path(&display)).await
 }
 
 /// The body of a kv-v2 write: the data, and the check-and-set version if one was given.

@@ -130,6 +130,19 @@ pub struct KeyMetadata {
 }
 
 impl KeyMetadata {
+    /// Applies the settings a metadata write or patch gave (`None`: keep the current value).
+    fn set(&mut self, max_versions: Option<u32>, cas_required: Option<bool>, delete_version_after: Option<i64>) {
+        if let Some(v) = max_versions {
+            self.max_versions = v;
+        }
+        if let Some(v) = cas_required {
+            self.cas_required = v;
+        }
+        if let Some(v) = delete_version_after {
+            self.delete_version_after = v;
+        }
+    }
+
     /// Adds a new current version created at `created` and prunes the versions beyond the limit (the larger of
     /// the key's and the mount's `max_versions`, 10 if both are 0), exactly as Vault does — including its
     /// `oldest_version` bookkeeping. Returns the pruned version numbers, whose data must be deleted.
@@ -492,15 +505,7 @@ pub(crate) fn apply(
                 updated_time: Some(now),
                 ..KeyMetadata::default()
             });
-            if let Some(v) = max_versions {
-                meta.max_versions = v;
-            }
-            if let Some(v) = cas_required {
-                meta.cas_required = v;
-            }
-            if let Some(v) = delete_version_after {
-                meta.delete_version_after = v;
-            }
+            meta.set(max_versions, cas_required, delete_version_after);
             if let Some(v) = custom_metadata {
                 meta.custom_metadata = v;
             }
@@ -509,15 +514,7 @@ pub(crate) fn apply(
         }
         Kv2Command::MetadataPatch { key, max_versions, cas_required, delete_version_after, custom_metadata } => {
             let Some(mut meta) = load_meta(txn, uuid, &key)? else { return Ok(Err(ApplyError::NotFound)) };
-            if let Some(v) = max_versions {
-                meta.max_versions = v;
-            }
-            if let Some(v) = cas_required {
-                meta.cas_required = v;
-            }
-            if let Some(v) = delete_version_after {
-                meta.delete_version_after = v;
-            }
+            meta.set(max_versions, cas_required, delete_version_after);
             match custom_metadata {
                 None => {}
                 Some(CustomMetadataPatch::Clear) => meta.custom_metadata.clear(),
