@@ -39,6 +39,12 @@ pub fn read(state: &StateReader, mount: &MountEntry, key: &str) -> Result<Map<St
     decode_json_object(&bytes).map_err(|e| Error::Internal(format!("corrupt secret: {e}")))
 }
 
+/// Whether a secret is stored at `key` (no decoding: the ACL's create-vs-update check asks this on every write).
+pub fn exists(state: &StateReader, mount: &MountEntry, key: &str) -> Result<bool> {
+    check_key(key)?;
+    Ok(state.get(&data_key(&mount.uuid, key))?.is_some())
+}
+
 /// Lists the immediate children of folder `prefix` (empty for the mount's root).
 pub fn list(state: &StateReader, mount: &MountEntry, prefix: &str) -> Result<Vec<String>> {
     let folder = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_string() } else { format!("{prefix}/") };

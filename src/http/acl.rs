@@ -42,9 +42,8 @@ fn exists(api: &Api, path: &str) -> Result<Option<bool>> {
     let Some((mount, rest)) = mounts::resolve(&state, path)? else { return Ok(None) };
     match (mount.engine_type.as_str(), mount.options.get("version").map(String::as_str)) {
         ("kv", Some("2")) => crate::engines::kv2::exists(&state, &mount, &rest),
-        ("kv", _) => match kv::read(&state, &mount, &rest) {
-            Ok(_) => Ok(Some(true)),
-            Err(Error::NotFound) => Ok(Some(false)),
+        ("kv", _) => match kv::exists(&state, &mount, &rest) {
+            Ok(found) => Ok(Some(found)),
             Err(Error::BadRequest(_)) => Ok(None), // the handler will reject the key itself
             Err(e) => Err(e),
         },
