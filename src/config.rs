@@ -14,7 +14,7 @@
 //! - Errors read like a compiler's, `file:line: field: message`, and the first one found is reported.
 //! - Nothing here panics, whatever the input. Because the HCL parser is recursive and would overflow
 //!   the stack (an abort, not an error) on absurdly nested input, a small lexer first bounds nesting
-//!   and operator count; real files are nowhere near the limits (see `crate::hcl_limits`).
+//!   and operator count; real files are nowhere near the limits (see `crate::hcl_util`).
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::ops::Range;
@@ -104,7 +104,7 @@ impl Config {
         // A UTF-8 byte order mark is not HCL; dropping it shifts offsets but not line numbers.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let src = Source { text, file };
-        crate::hcl_limits::check_parser_limits(text)
+        crate::hcl_util::check_parser_limits(text)
             .map_err(|(offset, message)| src.error(src.line_of(Some(offset..offset), 1), "-", message))?;
         let body = hcl::edit::parser::parse_body(text).map_err(|e| {
             let location = e.location();
@@ -252,10 +252,7 @@ struct Source<'a> {
 impl Source<'_> {
     /// The 1-based line holding the start of `span`, or `fallback` when the parser gave no span.
     fn line_of(&self, span: Option<Range<usize>>, fallback: usize) -> usize {
-        let Some(span) = span else { return fallback };
-        let bytes = self.text.as_bytes();
-        let before = bytes.get(..span.start).unwrap_or(bytes);
-        before.iter().filter(|&&b| b == b'\n').count() + 1
+        crate::hcl_util::line_of(self.text, span, fallback)
     }
 
     fn error(&self, line: usize, field: impl Into<String>, message: impl Into<String>) -> ConfigError {

@@ -21,7 +21,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod engines;
-mod hcl_limits;
+mod hcl_util;
 pub mod http;
 pub mod proto;
 pub mod raft;

@@ -436,7 +436,7 @@ pub fn parse(name: &str, text: &str) -> Result<Policy, PolicyError> {
     if hcl_text.trim().is_empty() {
         return Err(src.error(1, "policy is empty"));
     }
-    crate::hcl_limits::check_parser_limits(hcl_text)
+    crate::hcl_util::check_parser_limits(hcl_text)
         .map_err(|(offset, message)| src.error(src.line_of(Some(offset..offset), 1), message))?;
     let body = hcl::edit::parser::parse_body(hcl_text).map_err(|e| {
         let location = e.location();
@@ -578,10 +578,7 @@ struct Source<'a> {
 impl Source<'_> {
     /// The 1-based line holding the start of `span`, or `fallback` when the parser gave no span.
     fn line_of(&self, span: Option<Range<usize>>, fallback: usize) -> usize {
-        let Some(span) = span else { return fallback };
-        let bytes = self.text.as_bytes();
-        let before = bytes.get(..span.start).unwrap_or(bytes);
-        before.iter().filter(|&&b| b == b'\n').count() + 1
+        crate::hcl_util::line_of(self.text, span, fallback)
     }
 
     fn attribute_line(&self, attr: &Attribute, fallback: usize) -> usize {

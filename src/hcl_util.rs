@@ -1,8 +1,17 @@
-//! A guard in front of the HCL parser, shared by the config and policy parsers.
+//! What the config and policy parsers share around hcl-edit: a guard in front of its parser, and turning its byte
+//! spans into line numbers for error messages.
 //!
 //! hcl-edit's parser is recursive: a few hundred nested brackets, or a long chain of operators, overflow a thread's
 //! stack and abort the process instead of returning an error. Config files and policies are user input, so both are
 //! checked here first, and rejected with a clear message when they exceed limits no real file comes near.
+
+/// The 1-based line of `text` holding the start of `span`, or `fallback` when the parser gave no span.
+pub(crate) fn line_of(text: &str, span: Option<std::ops::Range<usize>>, fallback: usize) -> usize {
+    let Some(span) = span else { return fallback };
+    let bytes = text.as_bytes();
+    let before = bytes.get(..span.start).unwrap_or(bytes);
+    before.iter().filter(|&&b| b == b'\n').count() + 1
+}
 
 /// Most nesting levels (blocks, brackets, strings, interpolations) `check_parser_limits` lets through.
 const MAX_NESTING: usize = 32;
