@@ -39,6 +39,25 @@ pub struct Config {
     pub disable_performance_standby: bool,
     /// Log filter (`trace`, `debug`, `info`, `warn`, `error`, or a tracing directive). Default `info`.
     pub log_level: String,
+    /// `events { ... }`: how long the event log keeps events (applied by whichever node is active).
+    pub events: EventsConfig,
+}
+
+/// `events` block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventsConfig {
+    /// Keep at most this many events.
+    pub retention_count: u64,
+    /// Trim events older than this (written as a Vault duration, e.g. `"24h"` or `"7d"`).
+    pub retention_age: std::time::Duration,
+}
+
+impl Default for EventsConfig {
+    /// One million events or 24 hours, whichever is reached first: a day of moderate traffic (about 10 writes/s)
+    /// stays resumable.
+    fn default() -> Self {
+        EventsConfig { retention_count: 1_000_000, retention_age: std::time::Duration::from_secs(24 * 3600) }
+    }
 }
 
 /// `storage "raft"` block.
@@ -117,7 +136,7 @@ impl Config {
             "",
             1,
             &["api_addr", "cluster_addr", "disable_performance_standby", "log_level"],
-            &["storage", "listener"],
+            &["storage", "listener", "events"],
         )?;
 
         let (storage_block, storage_line) = top.labeled_block(&src, "storage", "raft")?;
@@ -141,7 +160,38 @@ impl Config {
             Some((level, _)) => level.to_string(),
         };
 
-        Ok(Config { storage, listener, api_addr, cluster_addr, disable_performance_standby, log_level })
+        let mut events = EventsConfig::default();
+        for (i, block) in top.blocks("events").enumerate() {
+            let line = src.line_of(block.span(), 1);
+            if i > 0 {
+                return Err(src.error(line, "events", "duplicate block"));
+            }
+            if !block.labels.is_empty() {
+                return Err(src.error(line, "events", "unexpected block label: write events { ... }"));
+            }
+            events = EventsConfig::parse(&src, block, line)?;
+        }
+
+        Ok(Config { storage, listener, api_addr, cluster_addr, disable_performance_standby, log_level, events })
+    }
+}
+
+impl EventsConfig {
+    fn parse(src: &Source<'_>, block: &Block, line: usize) -> Result<EventsConfig, ConfigError> {
+        let s = Section::new(src, &block.body, "events", line, &["retention_count", "retention_age"], &[])?;
+        let mut events = EventsConfig::default();
+        if let Some(count) = s.positive_integer(src, "retention_count")? {
+            events.retention_count = count;
+        }
+        if let Some((age, line)) = s.string(src, "retention_age")? {
+            let secs = crate::engines::duration::parse_duration_seconds(age)
+                .map_err(|m| src.error(line, s.field("retention_age"), format!("invalid duration {age:?}: {m}")))?;
+            if secs < 1 {
+                return Err(src.error(line, s.field("retention_age"), "must be at least 1s"));
+            }
+            events.retention_age = std::time::Duration::from_secs(secs.unsigned_abs());
+        }
+        Ok(events)
     }
 }
 
@@ -559,6 +609,11 @@ api_addr     = "http://127.0.0.1:8210/"
 cluster_addr = "https://node2.example.com:8211"
 disable_performance_standby = true
 log_level = "vigil=debug,info"
+
+events {
+  retention_count = 500
+  retention_age   = "7d"
+}
 "#;
         let config = Config::parse(text, "test.hcl").map_err(|e| e.to_string());
         assert_eq!(
@@ -585,6 +640,7 @@ log_level = "vigil=debug,info"
                 cluster_addr: "https://node2.example.com:8211".into(),
                 disable_performance_standby: true,
                 log_level: "vigil=debug,info".into(),
+                events: EventsConfig { retention_count: 500, retention_age: std::time::Duration::from_secs(7 * 86_400) },
             })
         );
     }
@@ -610,6 +666,7 @@ log_level = "vigil=debug,info"
                 cluster_addr: "http://127.0.0.1:8201".into(),
                 disable_performance_standby: false,
                 log_level: "info".into(),
+                events: EventsConfig::default(),
             })
         );
     }
@@ -657,6 +714,26 @@ log_level = "info"   # optional
                 "unknown top-level field",
                 format!("{MINIMAL}ui = true\n"),
                 "test.hcl:11: ui: unknown field",
+            ),
+            (
+                "unknown field in events",
+                format!("{MINIMAL}events {{\n  retention = 5\n}}\n"),
+                "test.hcl:12: events.retention: unknown field",
+            ),
+            (
+                "bad retention_age",
+                format!("{MINIMAL}events {{\n  retention_age = \"a day\"\n}}\n"),
+                "test.hcl:12: events.retention_age: invalid duration \"a day\": time: invalid duration \"a day\"",
+            ),
+            (
+                "zero retention_count",
+                format!("{MINIMAL}events {{\n  retention_count = 0\n}}\n"),
+                "test.hcl:12: events.retention_count: must be at least 1",
+            ),
+            (
+                "duplicate events block",
+                format!("{MINIMAL}events {{\n}}\nevents {{\n}}\n"),
+                "test.hcl:13: events: duplicate block",
             ),
             (
                 "unknown top-level block",

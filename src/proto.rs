@@ -25,6 +25,7 @@ mod tests {
             namespace: "n".into(),
             event_type: "t".into(),
             plugin_info: Some(EventPluginInfo { mount_path: "m".into(), version: "2".into(), ..Default::default() }),
+            sequence: 0,
         };
         // Tag bytes are (field number << 3) | 2 for length-delimited fields.
         let expected: Vec<u8> = vec![
@@ -34,6 +35,12 @@ mod tests {
             0x22, 6, 0x1a, 1, b'm', 0x32, 1, b'2', // plugin_info = 4 { mount_path = 3, version = 6 }
         ];
         assert_eq!(frame.encode_to_vec(), expected);
+
+        // Vigil's extension, the cursor, is field 100 (varint): tag bytes 0xa0 0x06.
+        let with_sequence = EventReceived { sequence: 300, ..frame };
+        let mut expected_with = expected.clone();
+        expected_with.extend([0xa0, 0x06, 0xac, 0x02]);
+        assert_eq!(with_sequence.encode_to_vec(), expected_with);
     }
 
     #[test]

@@ -13,10 +13,12 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{Config, ListenerConfig, RaftStorageConfig, RetryJoin};
+use crate::config::{Config, EventsConfig, ListenerConfig, RaftStorageConfig, RetryJoin};
+use crate::engines::events::bus::EventBus;
+use crate::engines::events::retention::{self, Retention};
 use crate::engines::{cluster, Applier, Engines};
 use crate::http::{self, Api};
-use crate::raft::{transport, NodeInfo, RaftNode, RaftSettings};
+use crate::raft::{transport, NodeInfo, RaftNode, RaftSettings, StateReader};
 use crate::storage::{SledStorage, Storage};
 
 /// How often `retry_join` tries again.
@@ -99,10 +101,16 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         trailing_logs: config.storage.trailing_logs,
         ..RaftSettings::default()
     };
-    let node = RaftNode::start(info, storage, Arc::new(Applier), &settings)
+    let events = Arc::new(
+        EventBus::new(StateReader::new(storage.clone())).map_err(|e| startup("cannot read the event log")(e.to_string()))?,
+    );
+    let node = RaftNode::start(info, storage, Arc::new(Applier::new(events.clone())), &settings)
         .await
         .map_err(|e| startup("cannot start raft")(e.to_string()))?;
-    let engines = Engines::new(node.clone());
+    let engines = Engines::new(node.clone(), events);
+    let retention_settings =
+        Retention { count: config.events.retention_count, age: config.events.retention_age };
+    tokio::spawn(retention::run(engines.clone(), retention_settings));
     let api = Api::new(engines.clone(), !config.disable_performance_standby);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -220,6 +228,7 @@ fn dev_config(listen: &str) -> Result<(Config, tempfile::TempDir), ServerError> 
         cluster_addr: format!("http://{cluster_address}"),
         disable_performance_standby: false,
         log_level: Config::DEFAULT_LOG_LEVEL.into(),
+        events: EventsConfig::default(),
     };
     Ok((config, dir))
 }

@@ -81,6 +81,7 @@ pub(crate) fn apply_initialize(
         return Ok(Err(ApplyError::AlreadyInitialized));
     }
     txn.put(CLUSTER_KEY, codec::encode(cluster)?);
+    super::events::apply_initialize(txn, &cluster.cluster_id)?;
     tokens::put(txn, root_token)?;
     if let Err(e) = super::policy_store::apply_write(txn, "default", super::policy::DEFAULT_POLICY)? {
         return Ok(Err(e));

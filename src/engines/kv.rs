@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value};
 
+use super::events::{self, NewEvent};
 use super::mounts::{self, MountEntry, MountRef};
+use crate::raft::state_machine::ApplyContext;
 use super::{decode_json_object, ApplyError, Error, Output, Result};
 use crate::raft::{StateReader, StateTxn};
 use crate::storage::StorageError;
@@ -76,28 +78,34 @@ pub fn parse_write_body(body: &[u8]) -> Result<Vec<u8>> {
     serde_json::to_vec(&object).map_err(|e| Error::Internal(e.to_string()))
 }
 
+/// Writes a secret; the event is `kv-v1/write`.
 pub(crate) fn apply_put(
+    ctx: &ApplyContext<'_>,
     txn: &mut StateTxn<'_>,
     mount: &MountRef,
     key: &str,
     value: Vec<u8>,
 ) -> std::result::Result<std::result::Result<Output, ApplyError>, StorageError> {
-    if mounts::current(txn, mount)?.is_none() {
+    let Some(entry) = mounts::current(txn, mount)? else {
         return Ok(Err(ApplyError::NoRoute(format!("{}{key}", mount.path))));
-    }
+    };
     txn.put(data_key(&mount.uuid, key), value);
+    events::append(ctx, txn, NewEvent::kv(&entry, "write", key, Some(key)))?;
     Ok(Ok(Output::Done))
 }
 
+/// Deletes a secret (whether or not it exists, as Vault does); the event is `kv-v1/delete`.
 pub(crate) fn apply_delete(
+    ctx: &ApplyContext<'_>,
     txn: &mut StateTxn<'_>,
     mount: &MountRef,
     key: &str,
 ) -> std::result::Result<std::result::Result<Output, ApplyError>, StorageError> {
-    if mounts::current(txn, mount)?.is_none() {
+    let Some(entry) = mounts::current(txn, mount)? else {
         return Ok(Err(ApplyError::NoRoute(format!("{}{key}", mount.path))));
-    }
+    };
     txn.delete(data_key(&mount.uuid, key));
+    events::append(ctx, txn, NewEvent::kv(&entry, "delete", key, None))?;
     Ok(Ok(Output::Done))
 }
 

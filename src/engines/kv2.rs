@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use super::events::{self, NewEvent};
 use super::mounts::{self, MountEntry, MountRef};
 use super::{decode_stored, ApplyError, Output, Result};
 use crate::raft::state_machine::ApplyContext;
@@ -410,18 +411,151 @@ fn check_cas(cas: Cas, config: &Config, meta: &KeyMetadata) -> std::result::Resu
     }
 }
 
-/// Applies a kv-v2 command to the mount `mount`.
+/// When a successful command produces its event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EmitWhen {
+    /// Every time.
+    Always,
+    /// When the key's metadata changed (a write, or a soft delete of a live version).
+    Changed,
+    /// When the key existed (commands on a missing key succeed but do nothing).
+    Existed,
+}
+
+/// The event a command produces, decided before it is applied: Vault's kv plugin event for the operation.
+struct EventShape {
+    operation: &'static str,
+    /// Path below the mount (`data/foo`).
+    path: String,
+    /// `data_path` below the mount, for the operations that have one.
+    data_path: Option<String>,
+    /// Whether `current_version` and `oldest_version` are reported.
+    versions: bool,
+    /// A list of versions the operation touched, e.g. `deleted_versions`.
+    touched: Option<(&'static str, Vec<u64>)>,
+    when: EmitWhen,
+}
+
+impl Kv2Command {
+    /// The key the command is about (`None` for the mount's config).
+    fn key(&self) -> Option<&str> {
+        match self {
+            Kv2Command::ConfigWrite { .. } => None,
+            Kv2Command::Write { key, .. }
+            | Kv2Command::Patch { key, .. }
+            | Kv2Command::DeleteLatest { key }
+            | Kv2Command::DeleteVersions { key, .. }
+            | Kv2Command::Undelete { key, .. }
+            | Kv2Command::Destroy { key, .. }
+            | Kv2Command::MetadataWrite { key, .. }
+            | Kv2Command::MetadataPatch { key, .. }
+            | Kv2Command::MetadataDelete { key } => Some(key),
+        }
+    }
+
+    fn event_shape(&self) -> EventShape {
+        let touched = |versions: &[i64]| versions.iter().filter_map(|v| u64::try_from(*v).ok()).collect::<Vec<_>>();
+        let shape = |operation, path: String, data_path: Option<String>, versions, when| EventShape {
+            operation,
+            path,
+            data_path,
+            versions,
+            touched: None,
+            when,
+        };
+        match self {
+            Kv2Command::ConfigWrite { .. } => {
+                shape("config-write", "config".into(), Some("config".into()), false, EmitWhen::Always)
+            }
+            Kv2Command::Write { key, .. } => {
+                let path = format!("data/{key}");
+                shape("data-write", path.clone(), Some(path), true, EmitWhen::Changed)
+            }
+            Kv2Command::Patch { key, .. } => {
+                let path = format!("data/{key}");
+                shape("data-patch", path.clone(), Some(path), true, EmitWhen::Changed)
+            }
+            Kv2Command::DeleteLatest { key } => {
+                shape("data-delete", format!("data/{key}"), None, true, EmitWhen::Changed)
+            }
+            Kv2Command::DeleteVersions { key, versions } => EventShape {
+                touched: Some(("deleted_versions", touched(versions))),
+                ..shape("delete", format!("delete/{key}"), None, true, EmitWhen::Existed)
+            },
+            Kv2Command::Undelete { key, versions } => EventShape {
+                touched: Some(("undeleted_versions", touched(versions))),
+                ..shape("undelete", format!("undelete/{key}"), Some(format!("data/{key}")), true, EmitWhen::Existed)
+            },
+            Kv2Command::Destroy { key, versions } => EventShape {
+                touched: Some(("destroyed_versions", touched(versions))),
+                ..shape("destroy", format!("destroy/{key}"), None, true, EmitWhen::Existed)
+            },
+            Kv2Command::MetadataWrite { key, .. } => {
+                let path = format!("metadata/{key}");
+                shape("metadata-write", path.clone(), Some(path), false, EmitWhen::Always)
+            }
+            Kv2Command::MetadataPatch { key, .. } => {
+                let path = format!("metadata/{key}");
+                shape("metadata-patch", path.clone(), Some(path), false, EmitWhen::Always)
+            }
+            Kv2Command::MetadataDelete { key } => {
+                shape("metadata-delete", format!("metadata/{key}"), None, false, EmitWhen::Existed)
+            }
+        }
+    }
+}
+
+/// Applies a kv-v2 command to the mount `mount` and appends the event describing it, as Vault's kv plugin
+/// sends it.
 pub(crate) fn apply(
     ctx: &ApplyContext<'_>,
     mount: &MountRef,
     command: Kv2Command,
     txn: &mut StateTxn<'_>,
 ) -> std::result::Result<std::result::Result<Output, ApplyError>, StorageError> {
-    if mounts::current(txn, mount)?.is_none() {
+    let Some(entry) = mounts::current(txn, mount)? else {
         return Ok(Err(ApplyError::NoRoute(format!("{}{}", mount.path, command.route()))));
-    }
-    let now = ctx.time_unix_nanos;
+    };
     let uuid = mount.uuid.as_str();
+    let key = command.key().map(str::to_string);
+    let meta_before = match &key {
+        Some(key) => txn.get(&meta_key(uuid, key))?,
+        None => None,
+    };
+    let shape = command.event_shape();
+    let result = apply_change(ctx.time_unix_nanos, uuid, command, txn)?;
+    if result.is_err() {
+        return Ok(result);
+    }
+    let meta_after = match &key {
+        Some(key) => txn.get(&meta_key(uuid, key))?,
+        None => None,
+    };
+    let emit = match shape.when {
+        EmitWhen::Always => true,
+        EmitWhen::Changed => meta_after != meta_before,
+        EmitWhen::Existed => meta_before.is_some(),
+    };
+    if emit {
+        let mut event = NewEvent::kv(&entry, shape.operation, &shape.path, shape.data_path.as_deref());
+        if shape.versions {
+            // After a metadata delete nothing is left: report what the key had.
+            let meta: KeyMetadata = match meta_after.as_ref().or(meta_before.as_ref()) {
+                Some(bytes) => codec::decode(bytes)?,
+                None => KeyMetadata::default(),
+            };
+            event = event.with("current_version", meta.current_version).with("oldest_version", meta.oldest_version);
+        }
+        if let Some((name, versions)) = &shape.touched {
+            event = event.with_versions(name, versions);
+        }
+        events::append(ctx, txn, event)?;
+    }
+    Ok(result)
+}
+
+/// Applies a kv-v2 command's change to the state of the mount with uuid `uuid`.
+fn apply_change(now: i64, uuid: &str, command: Kv2Command, txn: &mut StateTxn<'_>) -> ApplyResult {
     match command {
         Kv2Command::ConfigWrite { max_versions, cas_required, delete_version_after } => {
             let mut config = load_config(txn, uuid)?;

@@ -15,9 +15,12 @@
 //! | `policy/<name>` | ACL policy HCL text |
 //! | `token/<sha256 of token id>` | [`tokens::TokenEntry`] — tokens are stored only as hashes |
 //! | `token-accessor/<accessor>`, `token-child/<parent>/<child>` | token indexes |
+//! | `sys/events` | [`events::EventLogMeta`] — last sequence, trimmed point |
+//! | `event/<sequence, 20 digits>` | [`events::Event`] — the event log |
 
 pub mod cluster;
 pub mod duration;
+pub mod events;
 pub mod kv;
 pub mod kv2;
 pub mod mounts;
@@ -93,6 +96,21 @@ pub enum Command {
         /// What to do.
         command: kv2::Kv2Command,
     },
+    /// Removes the oldest events, up to and including sequence `through` (proposed by the retention task).
+    EventTrim {
+        /// The last sequence to remove.
+        through: u64,
+    },
+}
+
+impl Command {
+    /// Whether applying it can change what a token may do (so live subscriptions must re-check their token).
+    fn changes_authorization(&self) -> bool {
+        matches!(
+            self,
+            Command::Initialize { .. } | Command::Token(_) | Command::PolicyWrite { .. } | Command::PolicyDelete { .. }
+        )
+    }
 }
 
 /// A deterministic failure of a command, the same on every node.
@@ -190,8 +208,18 @@ pub struct Executed {
     pub log_index: u64,
 }
 
-/// Applies [`Command`]s to the state: the engines' side of the Raft contract.
-pub struct Applier;
+/// Applies [`Command`]s to the state: the engines' side of the Raft contract. Tells the node's event bus what
+/// was applied.
+pub struct Applier {
+    events: Arc<events::bus::EventBus>,
+}
+
+impl Applier {
+    /// An applier that publishes to `events`.
+    pub fn new(events: Arc<events::bus::EventBus>) -> Self {
+        Applier { events }
+    }
+}
 
 impl CommandApplier for Applier {
     fn apply(
@@ -202,6 +230,9 @@ impl CommandApplier for Applier {
     ) -> std::result::Result<Vec<u8>, StorageError> {
         let result: std::result::Result<Output, ApplyError> = match codec::decode::<Command>(command) {
             Ok(command) => {
+                if command.changes_authorization() {
+                    self.events.note_auth_change();
+                }
                 let result = apply_command(ctx, command, txn)?;
                 if result.is_err() {
                     txn.rollback_command();
@@ -217,6 +248,10 @@ impl CommandApplier for Applier {
         };
         codec::encode(&result)
     }
+
+    fn after_write(&self) -> std::result::Result<(), StorageError> {
+        self.events.on_applied()
+    }
 }
 
 fn apply_command(
@@ -228,11 +263,12 @@ fn apply_command(
         Command::Initialize { cluster, root_token, mounts } => {
             cluster::apply_initialize(txn, &cluster, &root_token, &mounts)
         }
+        Command::EventTrim { through } => events::apply_trim(txn, through),
         Command::Mount(entry) => mounts::apply_mount(txn, &entry),
         Command::MountTune(entry) => mounts::apply_tune(txn, &entry),
         Command::Unmount { path } => mounts::apply_unmount(txn, &path),
-        Command::KvPut { mount, key, value } => kv::apply_put(txn, &mount, &key, value),
-        Command::KvDelete { mount, key } => kv::apply_delete(txn, &mount, &key),
+        Command::KvPut { mount, key, value } => kv::apply_put(ctx, txn, &mount, &key, value),
+        Command::KvDelete { mount, key } => kv::apply_delete(ctx, txn, &mount, &key),
         Command::KvV2 { mount, command } => kv2::apply(ctx, &mount, command, txn),
         Command::Token(command) => tokens::apply(txn, command),
         Command::PolicyWrite { name, text } => policy_store::apply_write(txn, &name, &text),
@@ -244,12 +280,18 @@ fn apply_command(
 #[derive(Clone)]
 pub struct Engines {
     node: Arc<RaftNode>,
+    events: Arc<events::bus::EventBus>,
 }
 
 impl Engines {
-    /// Engines over `node`.
-    pub fn new(node: Arc<RaftNode>) -> Self {
-        Engines { node }
+    /// Engines over `node`, whose applier publishes to `events`.
+    pub fn new(node: Arc<RaftNode>, events: Arc<events::bus::EventBus>) -> Self {
+        Engines { node, events }
+    }
+
+    /// This node's event bus.
+    pub fn events(&self) -> &Arc<events::bus::EventBus> {
+        &self.events
     }
 
     /// The Raft node underneath.

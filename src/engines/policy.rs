@@ -748,7 +748,7 @@ impl Acl {
 }
 
 /// Whether `text` matches `glob`, where `*` matches any run of characters (possibly empty).
-fn glob_matches(glob: &str, text: &str) -> bool {
+pub(crate) fn glob_matches(glob: &str, text: &str) -> bool {
     // Classic greedy matching with backtracking to the last `*`: O(len(glob) * len(text)) at worst.
     let (glob, text) = (glob.as_bytes(), text.as_bytes());
     let (mut g, mut t) = (0, 0);

@@ -7,7 +7,8 @@
 //! While no leader is known the request waits up to [`LEADER_WAIT`] for one. If the leader it knows cannot be
 //! connected to (the request certainly did not arrive), it waits for a *different* leader and tries again within the
 //! same bound: that is what makes failover invisible to clients of the survivors. If the connection fails after the
-//! request was sent, the outcome is unknown and the client gets 503 saying so.
+//! request was sent, the outcome is unknown and the client gets 503 saying so. Each forwarded request opens its own
+//! connection, so a leader killed while idle shows up as a failed connect, never as that ambiguous case.
 //!
 //! A forwarded write's answer carries the log index of the write ([`INDEX_HEADER`]); before relaying it, a
 //! performance standby waits (briefly) until it has applied that index itself, so a client that writes through a
@@ -22,7 +23,7 @@ use http_body_util::{BodyExt, Full};
 
 use super::error::ApiError;
 use super::request::{VaultRequest, FORWARDED_HEADER, INDEX_HEADER};
-use crate::raft::network::{http_client, HttpClient};
+use crate::raft::network::{unpooled_http_client, HttpClient};
 use crate::raft::RaftNode;
 
 /// How long a request waits for a leader to be known before it gets 503.
@@ -40,7 +41,7 @@ pub enum Forwarded {
     HandleLocally,
 }
 
-/// Proxies requests to the leader over pooled keep-alive connections.
+/// Proxies requests to the leader, one fresh connection per request (see [`unpooled_http_client`]).
 #[derive(Clone)]
 pub struct Forwarder {
     client: HttpClient,
@@ -48,7 +49,7 @@ pub struct Forwarder {
 
 impl Default for Forwarder {
     fn default() -> Self {
-        Forwarder { client: http_client() }
+        Forwarder { client: unpooled_http_client() }
     }
 }
 

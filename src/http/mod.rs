@@ -18,6 +18,7 @@
 
 pub mod acl;
 pub mod error;
+pub mod events;
 pub mod forward;
 pub mod kv2;
 pub mod logical;
@@ -173,6 +174,10 @@ pub fn router(api: Arc<Api>) -> Router {
 
 async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    // Subscriptions are WebSocket upgrades, not request/response exchanges: they take their own path.
+    if events::is_subscribe_path(parts.uri.path().trim_start_matches("/v1/")) {
+        return events::subscribe(api, parts).await;
+    }
     let body: Bytes = match axum::body::to_bytes(body, MAX_REQUEST_BYTES).await {
         Ok(bytes) => bytes,
         Err(_) => {

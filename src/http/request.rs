@@ -81,12 +81,7 @@ impl VaultRequest {
 
     /// The client token: `X-Vault-Token`, else `Authorization: Bearer <token>`.
     pub fn token(&self) -> Option<&str> {
-        if let Some(token) = self.headers.get("x-vault-token").and_then(|v| v.to_str().ok()) {
-            return Some(token.trim()).filter(|t| !t.is_empty());
-        }
-        let auth = self.headers.get("authorization")?.to_str().ok()?;
-        let token = auth.strip_prefix("Bearer ").or_else(|| auth.strip_prefix("bearer "))?;
-        Some(token.trim()).filter(|t| !t.is_empty())
+        token_from_headers(&self.headers)
     }
 
     /// The value of query parameter `name`, if present.
@@ -135,7 +130,18 @@ pub fn parse_bool(name: &str, value: &str) -> Result<bool, ApiError> {
     }
 }
 
-fn parse_query(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+/// The client token of a request: `X-Vault-Token`, else `Authorization: Bearer <token>`.
+pub fn token_from_headers(headers: &HeaderMap) -> Option<&str> {
+    if let Some(token) = headers.get("x-vault-token").and_then(|v| v.to_str().ok()) {
+        return Some(token.trim()).filter(|t| !t.is_empty());
+    }
+    let auth = headers.get("authorization")?.to_str().ok()?;
+    let token = auth.strip_prefix("Bearer ").or_else(|| auth.strip_prefix("bearer "))?;
+    Some(token.trim()).filter(|t| !t.is_empty())
+}
+
+/// Decodes a query string into its parameters, in order.
+pub fn parse_query(query: &str) -> Result<Vec<(String, String)>, ApiError> {
     let decode = |s: &str| {
         percent_decode(&s.replace('+', " ")).ok_or_else(|| ApiError::bad_request("invalid percent-encoding in query"))
     };
@@ -150,7 +156,7 @@ fn parse_query(query: &str) -> Result<Vec<(String, String)>, ApiError> {
 }
 
 /// Decodes `%XX` escapes; `None` for a malformed escape or non-UTF-8 result.
-fn percent_decode(s: &str) -> Option<String> {
+pub fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -66,10 +66,28 @@ pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// Builds the pooled cluster HTTP client (TCP_NODELAY on: Raft RPCs are small and latency-bound).
 pub fn http_client() -> HttpClient {
+    client_builder().pool_idle_timeout(Duration::from_secs(90)).build(connector())
+}
+
+/// Builds a client that opens a new connection per request.
+///
+/// Request forwarding uses it: on a pooled connection whose peer was just killed, the request can be written before
+/// the reactor has seen the peer's FIN, and the failure then looks like "sent, outcome unknown" although the dead
+/// peer never read it. A fresh connection to a dead peer fails at connect, which is unambiguous (nothing arrived),
+/// so the caller can wait for the next leader and retry. The cost is one connect per forwarded request.
+pub fn unpooled_http_client() -> HttpClient {
+    client_builder().pool_max_idle_per_host(0).build(connector())
+}
+
+fn client_builder() -> hyper_util::client::legacy::Builder {
+    Client::builder(TokioExecutor::new())
+}
+
+fn connector() -> HttpConnector {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_millis(500)));
-    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector)
+    connector
 }
 
 /// Creates one [`Connection`] per peer for openraft.

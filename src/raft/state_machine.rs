@@ -47,6 +47,13 @@ pub trait CommandApplier: Send + Sync + 'static {
     /// (call [`StateTxn::rollback_command`] so none of its writes remain); only a storage failure is returned as
     /// `Err`, and stops the node.
     fn apply(&self, ctx: &ApplyContext<'_>, command: &[u8], txn: &mut StateTxn<'_>) -> Result<Vec<u8>, StorageError>;
+
+    /// Called after applied entries, or an installed snapshot, were written to storage, on the state machine's
+    /// task, so the engines can publish what changed (the event bus). An error stops the node like any storage
+    /// failure.
+    fn after_write(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 /// A key written by the current command and its previous pending entry (`None`: it had none).
@@ -216,6 +223,7 @@ impl StateMachine {
         self.storage.write(Keyspace::State, batch)?;
         self.last_applied = last_applied;
         self.membership = membership;
+        self.applier.after_write()?;
         Ok(responses)
     }
 
@@ -238,6 +246,7 @@ impl StateMachine {
         self.storage.flush()?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
+        self.applier.after_write()?;
         Ok(())
     }
 }

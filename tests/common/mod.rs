@@ -32,6 +32,8 @@ pub struct ClusterOptions {
     pub plain_standbys: Vec<usize>,
     /// Join followers through `retry_join` + a token file instead of explicit join calls.
     pub retry_join: bool,
+    /// Appended to every node's configuration file (e.g. an `events { ... }` block).
+    pub extra_config: String,
 }
 
 impl Default for ClusterOptions {
@@ -42,6 +44,7 @@ impl Default for ClusterOptions {
             trailing_logs: 10_000,
             plain_standbys: vec![],
             retry_join: false,
+            extra_config: String::new(),
         }
     }
 }
@@ -209,6 +212,7 @@ listener "tcp" {{
 api_addr     = "http://127.0.0.1:{api}"
 cluster_addr = "http://127.0.0.1:{cluster}"
 disable_performance_standby = {plain}
+{extra}
 "#,
             data = node.dir.join("data").display(),
             name = node.name,
@@ -217,6 +221,7 @@ disable_performance_standby = {plain}
             api = node.api_port,
             cluster = node.cluster_port,
             plain = self.options.plain_standbys.contains(&index),
+            extra = self.options.extra_config,
         );
         fs::write(node.config_path(), config).expect("write config");
         node.spawn();

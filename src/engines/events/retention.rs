@@ -1,0 +1,99 @@
+//! Event retention: how long the event log keeps events, and the active node's task that trims it.
+//!
+//! An event is trimmed once it is older than [`Retention::age`] or more than [`Retention::count`] newer events
+//! exist. Trimming is a replicated command ([`Command::EventTrim`]) proposed by the active node, so every node
+//! trims the same prefix at the same log position, and the log — trimmed point included — is part of snapshots.
+//! The active node's configuration decides; the other nodes' `events` settings take effect when they lead.
+
+use std::time::Duration;
+
+use super::{meta, read, MAX_TRIM_PER_COMMAND};
+use crate::engines::{Command, Engines};
+use crate::raft::StateReader;
+use crate::storage::StorageError;
+
+/// How often the active node checks whether events should be trimmed.
+const TRIM_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How many events the log keeps (`events { retention_count, retention_age }` in the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// At most this many events are kept.
+    pub count: u64,
+    /// Events older than this are trimmed.
+    pub age: Duration,
+}
+
+impl Default for Retention {
+    /// One million events or 24 hours, whichever is reached first: a day of moderate traffic (about 10 writes/s)
+    /// stays resumable.
+    fn default() -> Self {
+        Retention { count: 1_000_000, age: Duration::from_secs(24 * 3600) }
+    }
+}
+
+/// The sequence through which the log should be trimmed now, if any (at most one command's worth).
+pub fn trim_point(state: &StateReader, retention: &Retention, now_unix_nanos: i64) -> Result<Option<u64>, StorageError> {
+    let meta = meta(state)?;
+    let first = meta.trimmed_through + 1;
+    if first > meta.last_sequence {
+        return Ok(None);
+    }
+    let mut through = meta.last_sequence.saturating_sub(retention.count).max(meta.trimmed_through);
+    // Events are in time order (leader clocks aside): find the last one older than the cutoff by bisection.
+    let cutoff = now_unix_nanos.saturating_sub(i64::try_from(retention.age.as_nanos()).unwrap_or(i64::MAX));
+    let is_old = |sequence: u64| -> Result<bool, StorageError> {
+        Ok(read(state, sequence)?.is_some_and(|event| event.time_unix_nanos < cutoff))
+    };
+    if is_old(through + 1)? {
+        let (mut old, mut young) = (through + 1, meta.last_sequence + 1);
+        if is_old(meta.last_sequence)? {
+            old = meta.last_sequence;
+        } else {
+            while young - old > 1 {
+                let mid = old + (young - old) / 2;
+                if is_old(mid)? {
+                    old = mid;
+                } else {
+                    young = mid;
+                }
+            }
+        }
+        through = through.max(old);
+    }
+    if through <= meta.trimmed_through {
+        return Ok(None);
+    }
+    Ok(Some(through.min(meta.trimmed_through + MAX_TRIM_PER_COMMAND)))
+}
+
+/// Runs forever: while this node is the active node, trims what falls outside `retention`.
+pub async fn run(engines: Engines, retention: Retention) {
+    let mut interval = tokio::time::interval(TRIM_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if !engines.node().is_leader() {
+            continue;
+        }
+        // Trim in steps of one command until nothing is left to trim.
+        loop {
+            let now = crate::engines::tokens::now_unix_nanos();
+            let through = match trim_point(&engines.state(), &retention, now) {
+                Ok(Some(through)) => through,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the event log to trim it");
+                    break;
+                }
+            };
+            match engines.execute(&Command::EventTrim { through }).await {
+                Ok(_) => tracing::debug!(through, "trimmed the event log"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "event log trim not applied; retrying later");
+                    break;
+                }
+            }
+        }
+    }
+}
