@@ -97,3 +97,77 @@ pub async fn run(engines: Engines, retention: Retention) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::engines::events::{event_key, Event, EventLogMeta, PluginInfo, META_KEY};
+    use crate::raft::codec;
+    use crate::storage::{Keyspace, SledStorage, Storage};
+
+    const SECOND: i64 = 1_000_000_000;
+
+    /// A log holding events `trimmed_through + 1 ..= last`, event `n` written at second `n`.
+    fn log(storage: &SledStorage, trimmed_through: u64, last: u64) {
+        for sequence in trimmed_through + 1..=last {
+            let event = Event {
+                sequence,
+                id: String::new(),
+                time_unix_nanos: sequence as i64 * SECOND,
+                source_node: "node1".into(),
+                event_type: "kv-v1/write".into(),
+                metadata: BTreeMap::new(),
+                plugin_info: PluginInfo {
+                    mount_class: String::new(),
+                    mount_accessor: String::new(),
+                    mount_path: String::new(),
+                    plugin: String::new(),
+                    version: String::new(),
+                },
+            };
+            storage.put(Keyspace::State, &event_key(sequence), &codec::encode(&event).expect("encode")).expect("put");
+        }
+        let meta = EventLogMeta { last_sequence: last, trimmed_through, id_seed: String::new() };
+        storage.put(Keyspace::State, META_KEY, &codec::encode(&meta).expect("encode")).expect("put");
+    }
+
+    #[test]
+    fn trims_by_count_and_by_age_whichever_removes_more() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Arc::new(SledStorage::open(dir.path()).expect("open"));
+        let state = StateReader::new(storage.clone());
+        let keep = |count: u64, age_secs: u64| Retention { count, age: Duration::from_secs(age_secs) };
+        log(&storage, 0, 100);
+        let now = 101 * SECOND; // event n is 101 - n seconds old
+
+        assert_eq!(trim_point(&state, &keep(1000, 1000), now).expect("read"), None);
+        // By count: keep the newest 30.
+        assert_eq!(trim_point(&state, &keep(30, 1000), now).expect("read"), Some(70));
+        // By age: events older than 20 s are 1..=80.
+        assert_eq!(trim_point(&state, &keep(1000, 20), now).expect("read"), Some(80));
+        assert_eq!(trim_point(&state, &keep(30, 20), now).expect("read"), Some(80));
+        assert_eq!(trim_point(&state, &keep(10, 20), now).expect("read"), Some(90));
+        // Everything is old.
+        assert_eq!(trim_point(&state, &keep(1000, 1), 1000 * SECOND).expect("read"), Some(100));
+
+        // After a trim, only what is left counts; nothing to do is None.
+        log(&storage, 80, 100);
+        assert_eq!(trim_point(&state, &keep(30, 20), now).expect("read"), None);
+        assert_eq!(trim_point(&state, &keep(5, 1000), now).expect("read"), Some(95));
+    }
+
+    #[test]
+    fn one_trim_removes_at_most_one_commands_worth() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Arc::new(SledStorage::open(dir.path()).expect("open"));
+        let state = StateReader::new(storage.clone());
+        // Only the bookkeeping matters for a count-based trim beyond the cap.
+        let meta = EventLogMeta { last_sequence: 3 * MAX_TRIM_PER_COMMAND, trimmed_through: 0, id_seed: String::new() };
+        storage.put(Keyspace::State, META_KEY, &codec::encode(&meta).expect("encode")).expect("put");
+        let retention = Retention { count: 1, age: Duration::from_secs(1_000_000) };
+        assert_eq!(trim_point(&state, &retention, 0).expect("read"), Some(MAX_TRIM_PER_COMMAND));
+    }
+}
