@@ -177,22 +177,28 @@ async fn every_kv_operation_emits_vaults_event_with_exact_metadata_in_both_forma
         ),
         (
             "kv-v2/data-write",
-            [&versions("1")[..], &[("data_path", "secret/data/s"), ("operation", "data-write"), ("path", "secret/data/s")]]
-                .concat(),
+            [
+                &versions("1")[..],
+                &[("data_path", "secret/data/s"), ("operation", "data-write"), ("path", "secret/data/s")],
+            ]
+            .concat(),
         ),
         (
             "kv-v2/data-patch",
-            [&versions("2")[..], &[("data_path", "secret/data/s"), ("operation", "data-patch"), ("path", "secret/data/s")]]
-                .concat(),
-        ),
-        ("kv-v2/data-delete", [&versions("2")[..], &[("operation", "data-delete"), ("path", "secret/data/s")]].concat()),
-        (
-            "kv-v2/delete",
             [
                 &versions("2")[..],
-                &[("deleted_versions", "[1]"), ("operation", "delete"), ("path", "secret/delete/s")],
+                &[("data_path", "secret/data/s"), ("operation", "data-patch"), ("path", "secret/data/s")],
             ]
             .concat(),
+        ),
+        (
+            "kv-v2/data-delete",
+            [&versions("2")[..], &[("operation", "data-delete"), ("path", "secret/data/s")]].concat(),
+        ),
+        (
+            "kv-v2/delete",
+            [&versions("2")[..], &[("deleted_versions", "[1]"), ("operation", "delete"), ("path", "secret/delete/s")]]
+                .concat(),
         ),
         (
             "kv-v2/undelete",
@@ -340,7 +346,7 @@ async fn wildcards_filters_and_bad_requests() {
     let refused = |path: &'static str| {
         let addr = addr.clone();
         let token = token.clone();
-        async move { try_subscribe(&addr, &token, path).await.err().expect("refused") }
+        async move { try_subscribe(&addr, &token, path).await.expect_err("refused") }
     };
     let empty = refused("").await;
     assert_eq!(empty.status, 400, "{empty:?}");
@@ -352,10 +358,10 @@ async fn wildcards_filters_and_bad_requests() {
     assert_eq!(bad_since.status, 400);
     assert!(bad_since.body.contains("invalid since"), "{bad_since:?}");
     let bad_filter = try_subscribe(&addr, &token, &format!("kv*?filter={}", urlencode("event_type =="))).await;
-    let bad_filter = bad_filter.err().expect("refused");
+    let bad_filter = bad_filter.expect_err("refused");
     assert_eq!(bad_filter.status, 400);
     assert!(bad_filter.body.contains("invalid filter expression at position"), "{bad_filter:?}");
-    let no_token = try_subscribe(&addr, "hvs.unknown", "kv*").await.err().expect("refused");
+    let no_token = try_subscribe(&addr, "hvs.unknown", "kv*").await.expect_err("refused");
     assert_eq!((no_token.status, no_token.body.as_str()), (403, r#"{"errors":["permission denied"]}"#));
     // Without a WebSocket upgrade the endpoint says what it needs.
     let plain = client.get("/v1/sys/events/subscribe/kv*").await.unwrap();
@@ -402,9 +408,9 @@ path "secret/*" {
     .await;
 
     // No `read` on the subscribe path: 403 before the upgrade; `read` on another pattern: 403 too.
-    let refused = try_subscribe(&addr, &no_read, "kv*").await.err().expect("refused");
+    let refused = try_subscribe(&addr, &no_read, "kv*").await.expect_err("refused");
     assert_eq!(refused.status, 403, "{refused:?}");
-    let refused = try_subscribe(&addr, &narrow, "kv*").await.err().expect("refused");
+    let refused = try_subscribe(&addr, &narrow, "kv*").await.expect_err("refused");
     assert_eq!(refused.status, 403, "{refused:?}");
     let mut narrow_ws = subscribe(&addr, &narrow, "kv-v2/*?json=true").await;
 
@@ -453,11 +459,17 @@ path "secret/data/hidden/*" {
     // A plain standby redirects to the leader, keeping path and query.
     let standby = cluster.others(leader)[0];
     let refused = try_subscribe(&cluster.nodes[standby].api_addr(), &narrow, "kv-v2/*?json=true&since=3").await;
-    let refused = refused.err().expect("redirected");
+    let refused = refused.expect_err("redirected");
     assert_eq!(refused.status, 307, "{refused:?}");
     assert_eq!(
         refused.location.as_deref(),
-        Some(format!("ws://127.0.0.1:{}/v1/sys/events/subscribe/kv-v2/*?json=true&since=3", cluster.nodes[leader].api_port).as_str())
+        Some(
+            format!(
+                "ws://127.0.0.1:{}/v1/sys/events/subscribe/kv-v2/*?json=true&since=3",
+                cluster.nodes[leader].api_port
+            )
+            .as_str()
+        )
     );
     narrow_ws.close(None).await.ok();
 }
@@ -522,7 +534,8 @@ async fn every_node_serves_the_same_events_and_subscribers_resume_across_failure
     cluster.restart(leader).await;
     cluster.kill(follower);
     put_kv(&cluster.client(new_leader), "same/21").await;
-    let url = format!("{}/v1/sys/events/subscribe/kv*?json=true", cluster.nodes[leader].api_addr().replacen("http", "ws", 1));
+    let url =
+        format!("{}/v1/sys/events/subscribe/kv*?json=true", cluster.nodes[leader].api_addr().replacen("http", "ws", 1));
     let mut request = url.into_client_request().expect("request");
     request.headers_mut().insert("x-vault-token", token.parse().unwrap());
     request.headers_mut().insert("last-event-id", "21".parse().unwrap());
@@ -539,11 +552,8 @@ async fn every_node_serves_the_same_events_and_subscribers_resume_across_failure
 
 #[tokio::test]
 async fn retention_trims_old_events_and_old_cursors_get_410() {
-    let options = ClusterOptions {
-        nodes: 1,
-        extra_config: "events {\n  retention_count = 5\n}\n".into(),
-        ..Default::default()
-    };
+    let options =
+        ClusterOptions { nodes: 1, extra_config: "events {\n  retention_count = 5\n}\n".into(), ..Default::default() };
     let cluster = TestCluster::start(options).await;
     let addr = cluster.nodes[0].api_addr();
     let token = cluster.root_token.clone();
@@ -584,8 +594,10 @@ async fn a_slow_subscriber_catches_up_without_loss() {
     }
     let events = next_jsons(&mut slow, 640).await;
     assert_contiguous(&events, 1);
-    let mut paths: Vec<String> =
-        events.iter().map(|e| e["data"]["event"]["metadata"]["path"].as_str().unwrap_or_default().to_string()).collect();
+    let mut paths: Vec<String> = events
+        .iter()
+        .map(|e| e["data"]["event"]["metadata"]["path"].as_str().unwrap_or_default().to_string())
+        .collect();
     paths.sort();
     paths.dedup();
     assert_eq!(paths.len(), 640);

@@ -132,7 +132,10 @@ async fn prepare(api: &Arc<Api>, parts: &mut Parts) -> Result<Response, ApiError
         None => status.last_sequence,
     };
     let upgrade = WebSocketUpgrade::from_request_parts(parts, &()).await.map_err(|e| {
-        ApiError::bad_request(format!("this endpoint needs a WebSocket upgrade (Connection: Upgrade): {}", e.body_text()))
+        ApiError::bad_request(format!(
+            "this endpoint needs a WebSocket upgrade (Connection: Upgrade): {}",
+            e.body_text()
+        ))
     })?;
     let subscription = Subscription {
         engines: api.engines.clone(),

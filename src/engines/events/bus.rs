@@ -97,7 +97,8 @@ impl EventBus {
     /// A bus whose ring keeps `capacity` events.
     pub fn with_capacity(state: StateReader, capacity: usize) -> Result<EventBus, StorageError> {
         let meta = meta(&state)?;
-        let status = BusStatus { last_sequence: meta.last_sequence, trimmed_through: meta.trimmed_through, auth_epoch: 0 };
+        let status =
+            BusStatus { last_sequence: meta.last_sequence, trimmed_through: meta.trimmed_through, auth_epoch: 0 };
         Ok(EventBus {
             state,
             capacity: capacity.max(1),
@@ -183,7 +184,8 @@ impl EventBus {
                 let first = first.event.sequence;
                 if first <= cursor + 1 {
                     let skip = usize::try_from(cursor + 1 - first).unwrap_or(usize::MAX);
-                    let events: Vec<_> = ring.iter().skip(skip).take_while(|p| p.event.sequence <= to).cloned().collect();
+                    let events: Vec<_> =
+                        ring.iter().skip(skip).take_while(|p| p.event.sequence <= to).cloned().collect();
                     if events.first().is_some_and(|p| p.event.sequence == cursor + 1) {
                         return Ok(events);
                     }

@@ -325,8 +325,8 @@ path "secret/metadata/*" { capabilities = ["read", "list"] }"#,
             ("kv-v2/data-delete", Some("secret/data/a"), true, true),
             ("kv-v2/delete", Some("secret/data/a"), true, false), // type not in subscribe_event_types
             ("kv-v2/metadata-write", Some("secret/metadata/a"), true, false), // no subscribe capability
-            ("kv-v2/data-write", Some("kv/a"), true, false), // no rule at all
-            ("sys/audit-enabled", None, true, false), // pathless: root only
+            ("kv-v2/data-write", Some("kv/a"), true, false),      // no rule at all
+            ("sys/audit-enabled", None, true, false),             // pathless: root only
         ];
         for (event_type, path, root, token) in cases {
             let e = event(event_type, path);
@@ -337,12 +337,7 @@ path "secret/metadata/*" { capabilities = ["read", "list"] }"#,
 
     #[test]
     fn kv_events_carry_vaults_metadata() {
-        let mount = MountEntry::new(
-            "secret/",
-            "kv",
-            "",
-            BTreeMap::from([("version".to_string(), "2".to_string())]),
-        );
+        let mount = MountEntry::new("secret/", "kv", "", BTreeMap::from([("version".to_string(), "2".to_string())]));
         let event = NewEvent::kv(&mount, "delete", "delete/foo", None)
             .with("current_version", 3)
             .with_versions("deleted_versions", &[1, 2]);

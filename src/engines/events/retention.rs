@@ -33,7 +33,11 @@ impl Default for Retention {
 }
 
 /// The sequence through which the log should be trimmed now, if any (at most one command's worth).
-pub fn trim_point(state: &StateReader, retention: &Retention, now_unix_nanos: i64) -> Result<Option<u64>, StorageError> {
+pub fn trim_point(
+    state: &StateReader,
+    retention: &Retention,
+    now_unix_nanos: i64,
+) -> Result<Option<u64>, StorageError> {
     let meta = meta(state)?;
     let first = meta.trimmed_through + 1;
     if first > meta.last_sequence {
