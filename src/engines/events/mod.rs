@@ -16,34 +16,7 @@
 //! subscription asked for).
 
 pub mod bus;
-// TEMP-FILTER-BEGIN
-pub mod filter {
-    #[derive(Debug, Clone, Copy, Default)]
-    pub struct FilterFields<'a> {
-        pub event_type: &'a str,
-        pub operation: &'a str,
-        pub source_plugin_mount: &'a str,
-        pub data_path: &'a str,
-        pub namespace: &'a str,
-    }
-    #[derive(Debug, Clone)]
-    pub struct Filter;
-    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-    #[error("invalid filter expression at position {position}: {message}")]
-    pub struct FilterError {
-        pub position: usize,
-        pub message: String,
-    }
-    impl Filter {
-        pub fn parse(_expression: &str) -> Result<Filter, FilterError> {
-            Ok(Filter)
-        }
-        pub fn matches(&self, _fields: &FilterFields<'_>) -> bool {
-            true
-        }
-    }
-}
-// TEMP-FILTER-END
+pub mod filter;
 pub mod retention;
 
 use std::collections::BTreeMap;
