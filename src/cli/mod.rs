@@ -15,6 +15,7 @@
 
 pub mod argv;
 pub mod data;
+pub mod events;
 pub mod flags;
 pub mod kv;
 pub mod kv2;
@@ -112,6 +113,14 @@ pub enum Command {
         #[command(subcommand)]
         cmd: token::TokenCmd,
     },
+    /// Event notifications: `vigil events subscribe <TYPE>` prints events as JSON lines.
+    // The arguments are parsed by `events::EventsCli`: its `--format json|protobuf` differs from the global one.
+    #[command(disable_help_flag = true, override_usage = events::SUBSCRIBE_USAGE)]
+    Events {
+        /// `subscribe <TYPE> [OPTIONS]` (see `vigil events subscribe --help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0.., value_name = "ARGS")]
+        args: Vec<String>,
+    },
 }
 
 /// What a client command needs: the client for the node and the output format.
@@ -196,6 +205,7 @@ async fn dispatch(ctx: &Ctx, command: &Command) -> CmdResult {
         Command::Kv { cmd } => kv::run(ctx, cmd).await,
         Command::Policy { cmd } => policy::run(ctx, cmd).await,
         Command::Token { cmd } => token::run(ctx, cmd).await,
+        Command::Events { args } => events::run(ctx, args).await,
     }
 }
 
