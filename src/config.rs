@@ -640,7 +640,10 @@ events {
                 cluster_addr: "https://node2.example.com:8211".into(),
                 disable_performance_standby: true,
                 log_level: "vigil=debug,info".into(),
-                events: EventsConfig { retention_count: 500, retention_age: std::time::Duration::from_secs(7 * 86_400) },
+                events: EventsConfig {
+                    retention_count: 500,
+                    retention_age: std::time::Duration::from_secs(7 * 86_400)
+                },
             })
         );
     }

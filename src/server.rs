@@ -102,14 +102,14 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         ..RaftSettings::default()
     };
     let events = Arc::new(
-        EventBus::new(StateReader::new(storage.clone())).map_err(|e| startup("cannot read the event log")(e.to_string()))?,
+        EventBus::new(StateReader::new(storage.clone()))
+            .map_err(|e| startup("cannot read the event log")(e.to_string()))?,
     );
     let node = RaftNode::start(info, storage, Arc::new(Applier::new(events.clone())), &settings)
         .await
         .map_err(|e| startup("cannot start raft")(e.to_string()))?;
     let engines = Engines::new(node.clone(), events);
-    let retention_settings =
-        Retention { count: config.events.retention_count, age: config.events.retention_age };
+    let retention_settings = Retention { count: config.events.retention_count, age: config.events.retention_age };
     tokio::spawn(retention::run(engines.clone(), retention_settings));
     let api = Api::new(engines.clone(), !config.disable_performance_standby);
 

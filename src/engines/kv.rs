@@ -9,8 +9,8 @@ use serde_json::{Map, Value};
 
 use super::events::{self, NewEvent};
 use super::mounts::{self, MountEntry, MountRef};
-use crate::raft::state_machine::ApplyContext;
 use super::{decode_json_object, ApplyError, Error, Output, Result};
+use crate::raft::state_machine::ApplyContext;
 use crate::raft::{StateReader, StateTxn};
 use crate::storage::StorageError;
 
