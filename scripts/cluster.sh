@@ -449,11 +449,22 @@ init_if_needed() {
     say "node1: initialized; root token saved in $TOKEN_FILE"
 }
 
-# Waits until exactly one node is active and the others are (performance) standbys.
+# Number of voters in the Raft configuration as node $1 reports it (0 when it cannot tell).
+voter_count() {
+    local n=$1 token out
+    token=$(root_token) || { echo 0; return 0; }
+    out=$(VIGIL_TOKEN=$token vigil_client "$n" read -format=json sys/storage/raft/configuration 2>/dev/null) ||
+        { echo 0; return 0; }
+    printf '%s\n' "$out" | grep -o '"voter": *true' | wc -l | tr -d ' '
+}
+
+# Waits until exactly one node is active, the others are (performance) standbys, and every node
+# is a voter: a joined node is a learner until it has caught up, and a cluster whose followers are
+# still learners cannot survive losing its leader.
 # Nodes still uninitialized after a few seconds are joined to node1 explicitly (in case
 # retry_join is slow or failing); that is retried every few seconds.
 wait_for_cluster() {
-    local timeout=$1 deadline started n code active standby summary
+    local timeout=$1 deadline started n code active standby summary leader voters
     local -a last_join=()
     started=$SECONDS
     deadline=$((SECONDS + timeout))
@@ -464,7 +475,7 @@ wait_for_cluster() {
             code=$(health_code "$(node_url "$n")")
             summary+=" node$n=$code"
             case $code in
-                200) active=$((active + 1)) ;;
+                200) active=$((active + 1)) leader=$n ;;
                 429 | 473) standby=$((standby + 1)) ;;
                 501)
                     if [ "$n" != 1 ] && [ $((SECONDS - started)) -ge "$EXPLICIT_JOIN_AFTER_SECONDS" ] &&
@@ -475,11 +486,13 @@ wait_for_cluster() {
                     ;;
             esac
         done
+        voters=0
         if [ "$active" -eq 1 ] && [ "$standby" -eq $((${#NODES[@]} - 1)) ]; then
-            return 0
+            voters=$(voter_count "$leader")
+            [ "$voters" -eq "${#NODES[@]}" ] && return 0
         fi
         if [ "$SECONDS" -ge "$deadline" ]; then
-            warn "health after ${timeout}s:$summary (want one 200 and two 473/429)"
+            warn "health after ${timeout}s:$summary, voters: $voters (want one 200, two 473/429, ${#NODES[@]} voters)"
             die "the cluster did not come up; see scripts/cluster.sh status and scripts/cluster.sh logs N"
         fi
         sleep 1
