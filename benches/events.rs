@@ -37,13 +37,16 @@
 //! targets as smoke tests) the tool prints a note and exits successfully instead of needing a live cluster.
 
 use std::borrow::Cow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use clap::Parser;
+use common::{client, describe, find_leader, new_histogram, normalize_addr, read_nodes, Node};
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use tokio::net::TcpStream;
@@ -52,7 +55,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use vigil::client::{Client, Response};
+use vigil::client::Client;
 
 #[derive(Debug, Parser)]
 #[command(name = "events", about = "Event delivery latency and fan-out measurements against a live Vigil cluster")]
@@ -156,36 +159,7 @@ fn check_times(opts: &Opts) -> Result<(), String> {
 }
 
 fn token(opts: &Opts) -> Option<String> {
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    opts.token
-        .clone()
-        .or_else(|| env("VIGIL_TOKEN"))
-        .or_else(|| env("VAULT_TOKEN"))
-        .or_else(|| std::fs::read_to_string(opts.cluster_dir.join("root-token")).ok().filter(|t| !t.trim().is_empty()))
-        .map(|t| t.trim().to_string())
-}
-
-fn client(addr: &str, token: Option<&str>, timeout: Duration) -> Client {
-    let client = Client::new(addr).with_timeout(timeout);
-    match token {
-        Some(t) => client.with_token(t),
-        None => client,
-    }
-}
-
-/// A short description of a failed response.
-fn describe(resp: &Response) -> String {
-    let errors = resp.errors();
-    if errors.is_empty() {
-        format!("HTTP {}: {}", resp.status, resp.text().chars().take(200).collect::<String>())
-    } else {
-        format!("HTTP {}: {}", resp.status, errors.join("; "))
-    }
-}
-
-fn new_histogram() -> Histogram<u64> {
-    // 1 µs .. 5 min, 3 significant digits.
-    Histogram::new_with_bounds(1, 300_000_000, 3).expect("histogram bounds")
+    common::token(opts.token.as_deref(), Some(&opts.cluster_dir))
 }
 
 fn micros(d: Duration) -> u64 {
@@ -199,40 +173,6 @@ fn quantiles(h: &Histogram<u64>) -> String {
     }
     let ms = |v: u64| format!("{:.2}", v as f64 / 1000.0);
     format!("{} | {} | {}", ms(h.value_at_quantile(0.5)), ms(h.value_at_quantile(0.99)), ms(h.max()))
-}
-
-fn normalize_addr(addr: &str) -> String {
-    addr.trim().trim_end_matches('/').to_string()
-}
-
-/// A node of the cluster.
-#[derive(Debug, Clone)]
-struct Node {
-    name: String,
-    addr: String,
-    pid: Option<i32>,
-}
-
-/// Reads the `nodeN.addr` files (and `nodeN.pid` where present) of `dir`, ordered by N.
-fn read_nodes(dir: &Path) -> Result<Vec<Node>, String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
-    let mut nodes: Vec<(u32, Node)> = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| format!("reading {}: {e}", dir.display()))?;
-        let file_name = entry.file_name();
-        let Some(name) = file_name.to_str() else { continue };
-        let Some(n) =
-            name.strip_prefix("node").and_then(|rest| rest.strip_suffix(".addr")).and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let read = |ext: &str| std::fs::read_to_string(dir.join(format!("node{n}.{ext}")));
-        let addr = normalize_addr(&read("addr").map_err(|e| format!("reading node{n}.addr: {e}"))?);
-        let pid = read("pid").ok().and_then(|text| text.trim().parse::<i32>().ok()).filter(|p| *p > 0);
-        nodes.push((n, Node { name: format!("node{n}"), addr, pid }));
-    }
-    nodes.sort_by_key(|(n, _)| *n);
-    Ok(nodes.into_iter().map(|(_, node)| node).collect())
 }
 
 /// The nodes to use: the `--addr`s (with names and pids from the cluster directory where it knows them), else
@@ -253,40 +193,6 @@ fn nodes(opts: &Opts) -> Result<Vec<Node>, String> {
 fn node_for(addr: &str, known: &[Node]) -> Node {
     let addr = normalize_addr(addr);
     known.iter().find(|n| n.addr == addr).cloned().unwrap_or_else(|| Node { name: addr.clone(), addr, pid: None })
-}
-
-/// Asks the nodes who leads; returns the index of the leader in `nodes`.
-async fn find_leader(nodes: &[Node], token: Option<&str>) -> Result<usize, String> {
-    let mut answers = Vec::new();
-    for node in nodes {
-        let c = client(&node.addr, token, Duration::from_secs(2));
-        let leader = match c.get("/v1/sys/leader").await {
-            Ok(resp) if resp.is_success() => match resp.json() {
-                Ok(v) => v,
-                Err(e) => {
-                    answers.push(format!("{}: {e}", node.addr));
-                    continue;
-                }
-            },
-            Ok(resp) => {
-                answers.push(format!("{}: {}", node.addr, describe(&resp)));
-                continue;
-            }
-            Err(e) => {
-                answers.push(format!("{}: {e}", node.addr));
-                continue;
-            }
-        };
-        let address = leader.get("leader_address").and_then(|v| v.as_str()).unwrap_or("").trim_end_matches('/');
-        if let Some(i) = nodes.iter().position(|n| !address.is_empty() && n.addr == address) {
-            return Ok(i);
-        }
-        if leader.get("is_self").and_then(|v| v.as_bool()) == Some(true) {
-            return nodes.iter().position(|n| n.addr == node.addr).ok_or_else(|| "unreachable".to_string());
-        }
-        answers.push(format!("{}: leader_address {address:?} is none of the nodes", node.addr));
-    }
-    Err(format!("no leader found: {}", answers.join("; ")))
 }
 
 /// The leader and the node to subscribe on.

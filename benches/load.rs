@@ -26,13 +26,16 @@
 //! Cargo passes `--bench` when benchmarking; without it (e.g. `cargo test --benches`, which runs bench
 //! targets as smoke tests) the tool prints a note and exits successfully instead of needing a live cluster.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use clap::Parser;
+use common::{client, describe, find_leader, new_histogram, read_nodes};
 use hdrhistogram::Histogram;
-use vigil::client::{Client, Response};
+use vigil::client::Client;
 
 #[derive(Debug, Parser)]
 #[command(name = "load", about = "Load and failover measurements against a live Vigil cluster")]
@@ -99,26 +102,7 @@ fn main() -> ExitCode {
 }
 
 fn token(opts: &Opts) -> Option<String> {
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    opts.token.clone().or_else(|| env("VIGIL_TOKEN")).or_else(|| env("VAULT_TOKEN")).map(|t| t.trim().to_string())
-}
-
-fn client(addr: &str, token: Option<&str>, timeout: Duration) -> Client {
-    let client = Client::new(addr).with_timeout(timeout);
-    match token {
-        Some(t) => client.with_token(t),
-        None => client,
-    }
-}
-
-/// A short description of a failed response.
-fn describe(resp: &Response) -> String {
-    let errors = resp.errors();
-    if errors.is_empty() {
-        format!("HTTP {}: {}", resp.status, resp.text().chars().take(200).collect::<String>())
-    } else {
-        format!("HTTP {}: {}", resp.status, errors.join("; "))
-    }
+    common::token(opts.token.as_deref(), None)
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -130,11 +114,6 @@ struct WriterStats {
     ok: u64,
     errors: u64,
     first_error: Option<String>,
-}
-
-fn new_histogram() -> Histogram<u64> {
-    // 1 µs .. 5 min, 3 significant digits.
-    Histogram::new_with_bounds(1, 300_000_000, 3).expect("histogram bounds")
 }
 
 async fn load(opts: &Opts) -> Result<(), String> {
@@ -291,76 +270,6 @@ fn row(writers: usize, stats: &RunStats) -> String {
 
 // ---------------------------------------------------------------------------------------------------------
 // Failover.
-
-/// A node of the cluster, from `<dir>/nodeN.addr` and `<dir>/nodeN.pid`.
-#[derive(Debug, Clone)]
-struct Node {
-    name: String,
-    addr: String,
-    pid: Option<i32>,
-}
-
-/// Reads the `nodeN.addr` files (and `nodeN.pid` where present), ordered by N.
-fn read_nodes(dir: &Path) -> Result<Vec<Node>, String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
-    let mut nodes: Vec<(u32, Node)> = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| format!("reading {}: {e}", dir.display()))?;
-        let file_name = entry.file_name();
-        let Some(name) = file_name.to_str() else { continue };
-        let Some(n) =
-            name.strip_prefix("node").and_then(|rest| rest.strip_suffix(".addr")).and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let read = |ext: &str| std::fs::read_to_string(dir.join(format!("node{n}.{ext}")));
-        let addr = read("addr").map_err(|e| format!("reading node{n}.addr: {e}"))?;
-        let addr = addr.trim().trim_end_matches('/').to_string();
-        let pid = match read("pid") {
-            Ok(text) => Some(
-                text.trim().parse::<i32>().map_err(|e| format!("node{n}.pid does not hold a pid ({e}): {text:?}"))?,
-            ),
-            Err(_) => None,
-        };
-        nodes.push((n, Node { name: format!("node{n}"), addr, pid }));
-    }
-    nodes.sort_by_key(|(n, _)| *n);
-    Ok(nodes.into_iter().map(|(_, node)| node).collect())
-}
-
-/// Asks the nodes who leads; returns the index of the leader in `nodes`.
-async fn find_leader(nodes: &[Node], token: Option<&str>) -> Result<usize, String> {
-    let mut answers = Vec::new();
-    for node in nodes {
-        let c = client(&node.addr, token, Duration::from_secs(2));
-        let leader = match c.get("/v1/sys/leader").await {
-            Ok(resp) if resp.is_success() => match resp.json() {
-                Ok(v) => v,
-                Err(e) => {
-                    answers.push(format!("{}: {e}", node.addr));
-                    continue;
-                }
-            },
-            Ok(resp) => {
-                answers.push(format!("{}: {}", node.addr, describe(&resp)));
-                continue;
-            }
-            Err(e) => {
-                answers.push(format!("{}: {e}", node.addr));
-                continue;
-            }
-        };
-        let address = leader.get("leader_address").and_then(|v| v.as_str()).unwrap_or("").trim_end_matches('/');
-        if let Some(i) = nodes.iter().position(|n| !address.is_empty() && n.addr == address) {
-            return Ok(i);
-        }
-        if leader.get("is_self").and_then(|v| v.as_bool()) == Some(true) {
-            return nodes.iter().position(|n| n.addr == node.addr).ok_or_else(|| "unreachable".to_string());
-        }
-        answers.push(format!("{}: leader_address {address:?} is none of the nodes", node.addr));
-    }
-    Err(format!("no leader found: {}", answers.join("; ")))
-}
 
 async fn failover(opts: &Opts) -> Result<(), String> {
     const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
