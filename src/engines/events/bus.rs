@@ -207,40 +207,13 @@ impl EventBus {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::engines::events::{event_key, EventLogMeta, PluginInfo, META_KEY};
-    use crate::raft::codec;
-    use crate::storage::{Keyspace, SledStorage, Storage, WriteBatch};
+    use crate::engines::events::{store_test_log, test_event};
+    use crate::storage::SledStorage;
 
     /// Stores events `from..=to` and the log's bookkeeping the way apply does, then tells the bus.
     fn append(storage: &SledStorage, bus: &EventBus, from: u64, to: u64, trimmed_through: u64) {
-        for sequence in from..=to {
-            let event = Event {
-                sequence,
-                id: format!("id-{sequence}"),
-                time_unix_nanos: sequence as i64,
-                source_node: "node1".into(),
-                event_type: "kv-v1/write".into(),
-                metadata: BTreeMap::from([("path".to_string(), format!("kv/{sequence}"))]),
-                plugin_info: PluginInfo {
-                    mount_class: "secret".into(),
-                    mount_accessor: "kv_1".into(),
-                    mount_path: "kv/".into(),
-                    plugin: "kv".into(),
-                    version: "1".into(),
-                },
-            };
-            storage.put(Keyspace::State, &event_key(sequence), &codec::encode(&event).expect("encode")).expect("put");
-        }
-        let mut trim = WriteBatch::new();
-        for sequence in 1..=trimmed_through {
-            trim.delete(event_key(sequence));
-        }
-        storage.write(Keyspace::State, trim).expect("trim");
-        let meta = EventLogMeta { last_sequence: to, trimmed_through, id_seed: String::new() };
-        storage.put(Keyspace::State, META_KEY, &codec::encode(&meta).expect("encode")).expect("put");
+        store_test_log(storage, from, to, trimmed_through, |sequence| sequence as i64);
         bus.on_applied().expect("on_applied");
     }
 
@@ -283,21 +256,7 @@ mod tests {
 
     #[test]
     fn encodings_are_computed_once_and_shared() {
-        let published = Published::new(Event {
-            sequence: 1,
-            id: "i".into(),
-            time_unix_nanos: 0,
-            source_node: "n".into(),
-            event_type: "t".into(),
-            metadata: BTreeMap::new(),
-            plugin_info: PluginInfo {
-                mount_class: String::new(),
-                mount_accessor: String::new(),
-                mount_path: String::new(),
-                plugin: String::new(),
-                version: String::new(),
-            },
-        });
+        let published = Published::new(test_event(1, 0, "kv-v2/data-write", None));
         let calls = std::cell::Cell::new(0);
         let encode = |_: &Event| {
             calls.set(calls.get() + 1);

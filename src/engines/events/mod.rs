@@ -247,6 +247,51 @@ pub fn read(state: &StateReader, sequence: u64) -> Result<Option<Event>, Storage
     state.get(&event_key(sequence))?.map(|bytes| codec::decode(&bytes)).transpose()
 }
 
+/// An event for tests: `sequence`, written at `time_unix_nanos`, with `path` metadata if given.
+#[cfg(test)]
+pub(crate) fn test_event(sequence: u64, time_unix_nanos: i64, event_type: &str, path: Option<&str>) -> Event {
+    Event {
+        sequence,
+        id: event_id("test-cluster", sequence),
+        time_unix_nanos,
+        source_node: "node1".into(),
+        event_type: event_type.into(),
+        metadata: path.map(|p| ("path".to_string(), p.to_string())).into_iter().collect(),
+        plugin_info: PluginInfo {
+            mount_class: "secret".into(),
+            mount_accessor: "kv_1".into(),
+            mount_path: "secret/".into(),
+            plugin: "kv".into(),
+            version: "2".into(),
+        },
+    }
+}
+
+/// Stores a log for tests the way apply leaves it: events `from..=to` (event n written at `time_of(n)`), none up to
+/// `trimmed_through`, and the bookkeeping.
+#[cfg(test)]
+pub(crate) fn store_test_log(
+    storage: &dyn crate::storage::Storage,
+    from: u64,
+    to: u64,
+    trimmed_through: u64,
+    time_of: impl Fn(u64) -> i64,
+) {
+    use crate::storage::{Keyspace, WriteBatch};
+    let mut batch = WriteBatch::new();
+    for sequence in from..=to {
+        let event =
+            test_event(sequence, time_of(sequence), "kv-v2/data-write", Some(&format!("secret/data/{sequence}")));
+        batch.put(event_key(sequence), codec::encode(&event).expect("encode"));
+    }
+    for sequence in 1..=trimmed_through {
+        batch.delete(event_key(sequence));
+    }
+    let meta = EventLogMeta { last_sequence: to, trimmed_through, id_seed: String::new() };
+    batch.put(META_KEY, codec::encode(&meta).expect("encode"));
+    storage.write(Keyspace::State, batch).expect("write");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,24 +305,6 @@ mod tests {
         let parsed = uuid::Uuid::parse_str(&a).expect("a UUID");
         assert_eq!(parsed.get_version_num(), 8);
         assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122);
-    }
-
-    fn event(event_type: &str, path: Option<&str>) -> Event {
-        Event {
-            sequence: 1,
-            id: event_id("c", 1),
-            time_unix_nanos: 0,
-            source_node: "node1".into(),
-            event_type: event_type.into(),
-            metadata: path.map(|p| ("path".to_string(), p.to_string())).into_iter().collect(),
-            plugin_info: PluginInfo {
-                mount_class: "secret".into(),
-                mount_accessor: "kv_1".into(),
-                mount_path: "secret/".into(),
-                plugin: "kv".into(),
-                version: "2".into(),
-            },
-        }
     }
 
     #[test]
@@ -302,7 +329,7 @@ path "secret/metadata/*" { capabilities = ["read", "list"] }"#,
             ("sys/audit-enabled", None, true, false),             // pathless: root only
         ];
         for (event_type, path, root, token) in cases {
-            let e = event(event_type, path);
+            let e = test_event(1, 0, event_type, path);
             assert_eq!(may_see(&Acl::root(), &e), root, "root, {event_type} {path:?}");
             assert_eq!(may_see(&acl, &e), token, "token, {event_type} {path:?}");
         }

@@ -104,11 +104,10 @@ pub async fn run(engines: Engines, retention: Retention) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     use super::*;
-    use crate::engines::events::{event_key, Event, EventLogMeta, PluginInfo, META_KEY};
+    use crate::engines::events::{store_test_log, EventLogMeta, META_KEY};
     use crate::raft::codec;
     use crate::storage::{Keyspace, SledStorage, Storage};
 
@@ -116,26 +115,7 @@ mod tests {
 
     /// A log holding events `trimmed_through + 1 ..= last`, event `n` written at second `n`.
     fn log(storage: &SledStorage, trimmed_through: u64, last: u64) {
-        for sequence in trimmed_through + 1..=last {
-            let event = Event {
-                sequence,
-                id: String::new(),
-                time_unix_nanos: sequence as i64 * SECOND,
-                source_node: "node1".into(),
-                event_type: "kv-v1/write".into(),
-                metadata: BTreeMap::new(),
-                plugin_info: PluginInfo {
-                    mount_class: String::new(),
-                    mount_accessor: String::new(),
-                    mount_path: String::new(),
-                    plugin: String::new(),
-                    version: String::new(),
-                },
-            };
-            storage.put(Keyspace::State, &event_key(sequence), &codec::encode(&event).expect("encode")).expect("put");
-        }
-        let meta = EventLogMeta { last_sequence: last, trimmed_through, id_seed: String::new() };
-        storage.put(Keyspace::State, META_KEY, &codec::encode(&meta).expect("encode")).expect("put");
+        store_test_log(storage, trimmed_through + 1, last, trimmed_through, |sequence| sequence as i64 * SECOND);
     }
 
     #[test]
