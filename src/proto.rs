@@ -7,6 +7,28 @@
 
 include!(concat!(env!("OUT_DIR"), "/logical.rs"));
 
+impl EventPluginInfo {
+    /// The JSON form used in CloudEvents `data.plugin_info`: snake_case names, empty fields left out (as Vault's
+    /// protojson rendering does).
+    pub fn to_json(&self) -> serde_json::Value {
+        let fields = [
+            ("mount_class", &self.mount_class),
+            ("mount_accessor", &self.mount_accessor),
+            ("mount_path", &self.mount_path),
+            ("plugin", &self.plugin),
+            ("plugin_version", &self.plugin_version),
+            ("version", &self.version),
+        ];
+        serde_json::Value::Object(
+            fields
+                .into_iter()
+                .filter(|(_, value)| !value.is_empty())
+                .map(|(name, value)| (name.to_string(), serde_json::Value::String(value.clone())))
+                .collect(),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message;

@@ -556,20 +556,7 @@ pub fn protobuf_event_json(frame: &proto::EventReceived) -> Value {
         data.insert("event_type".into(), Value::String(frame.event_type.clone()));
     }
     if let Some(info) = &frame.plugin_info {
-        let mut plugin_info = Map::new();
-        for (name, value) in [
-            ("mount_class", &info.mount_class),
-            ("mount_accessor", &info.mount_accessor),
-            ("mount_path", &info.mount_path),
-            ("plugin", &info.plugin),
-            ("plugin_version", &info.plugin_version),
-            ("version", &info.version),
-        ] {
-            if !value.is_empty() {
-                plugin_info.insert(name.into(), Value::String(value.clone()));
-            }
-        }
-        data.insert("plugin_info".into(), Value::Object(plugin_info));
+        data.insert("plugin_info".into(), info.to_json());
     }
     top.insert("data".into(), Value::Object(data));
     Value::Object(top)

@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::request::{parse_query, percent_decode};
@@ -406,7 +406,6 @@ pub fn protobuf_frame(event: &Event) -> proto::EventReceived {
             .map(|(k, v)| (k.clone(), prost_types::Value { kind: Some(Kind::StringValue(v.clone())) }))
             .collect(),
     };
-    let info = &event.plugin_info;
     proto::EventReceived {
         event: Some(proto::EventData {
             id: event.id.clone(),
@@ -416,15 +415,20 @@ pub fn protobuf_frame(event: &Event) -> proto::EventReceived {
         }),
         namespace: String::new(),
         event_type: event.event_type.clone(),
-        plugin_info: Some(proto::EventPluginInfo {
-            mount_class: info.mount_class.clone(),
-            mount_accessor: info.mount_accessor.clone(),
-            mount_path: info.mount_path.clone(),
-            plugin: info.plugin.clone(),
-            plugin_version: String::new(),
-            version: info.version.clone(),
-        }),
+        plugin_info: Some(plugin_info(event)),
         sequence: event.sequence,
+    }
+}
+
+fn plugin_info(event: &Event) -> proto::EventPluginInfo {
+    let info = &event.plugin_info;
+    proto::EventPluginInfo {
+        mount_class: info.mount_class.clone(),
+        mount_accessor: info.mount_accessor.clone(),
+        mount_path: info.mount_path.clone(),
+        plugin: info.plugin.clone(),
+        plugin_version: String::new(),
+        version: info.version.clone(),
     }
 }
 
@@ -432,19 +436,6 @@ pub fn protobuf_frame(event: &Event) -> proto::EventReceived {
 /// plus the `sequence` extension attribute: a string, as the CloudEvents sequence extension requires, zero-padded
 /// to 20 digits so that it orders lexicographically as well as numerically.
 pub fn cloud_event(event: &Event) -> Value {
-    let info = &event.plugin_info;
-    let mut plugin_info = Map::new();
-    for (name, value) in [
-        ("mount_class", &info.mount_class),
-        ("mount_accessor", &info.mount_accessor),
-        ("mount_path", &info.mount_path),
-        ("plugin", &info.plugin),
-        ("version", &info.version),
-    ] {
-        if !value.is_empty() {
-            plugin_info.insert(name.to_string(), Value::String(value.clone()));
-        }
-    }
     let time = chrono::DateTime::from_timestamp_nanos(event.time_unix_nanos)
         .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
     json!({
@@ -458,7 +449,7 @@ pub fn cloud_event(event: &Event) -> Value {
         "data": {
             "event": { "id": event.id, "metadata": event.metadata },
             "event_type": event.event_type,
-            "plugin_info": plugin_info,
+            "plugin_info": plugin_info(event).to_json(),
         },
     })
 }

@@ -110,7 +110,8 @@ check("kv-v1 read", c1.secrets.kv.v1.read_secret("legacy", mount_point="kv")["da
 
 # Policies and tokens: a reader token may read and is denied everything else.
 c1.sys.create_or_update_policy("app-reader", 'path "app/data/*" {\n  capabilities = ["read"]\n}\n')
-check("policy listed", "app-reader" in c2.sys.list_acl_policies()["data"]["keys"])
+# c2 is another node: it lists the policy once it has applied the write (performance standbys are not linearizable).
+eventually("policy listed", lambda: "app-reader" in c2.sys.list_acl_policies()["data"]["keys"])
 created = c1.auth.token.create(policies=["app-reader"], ttl="1h")
 reader_token = created["auth"]["client_token"]
 check("token has the policy", created["auth"]["policies"] == ["app-reader", "default"])
