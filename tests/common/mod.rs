@@ -34,6 +34,8 @@ pub struct ClusterOptions {
     pub retry_join: bool,
     /// Appended to every node's configuration file (e.g. an `events { ... }` block).
     pub extra_config: String,
+    /// Extra environment variables of every node process (e.g. `RUST_LOG`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ClusterOptions {
@@ -45,6 +47,7 @@ impl Default for ClusterOptions {
             plain_standbys: vec![],
             retry_join: false,
             extra_config: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -59,6 +62,8 @@ pub struct TestNode {
     pub cluster_port: u16,
     /// The node's directory (config, log, data).
     pub dir: PathBuf,
+    /// Extra environment of the process.
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -88,6 +93,11 @@ impl TestNode {
         self.child.is_some()
     }
 
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "{} is already running", self.name);
         let log = fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("open log");
@@ -96,6 +106,7 @@ impl TestNode {
             .arg("--config")
             .arg(self.config_path())
             .current_dir(&self.dir)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -109,6 +120,24 @@ impl TestNode {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill(); // SIGKILL on Unix
             let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP: the process stays alive but does nothing (a long GC pause, a stuck VM) until [`TestNode::resume`].
+    pub fn pause(&self) {
+        if let Some(pid) = self.pid() {
+            unsafe {
+                libc::kill(pid as i32, libc::SIGSTOP);
+            }
+        }
+    }
+
+    /// SIGCONT after [`TestNode::pause`].
+    pub fn resume(&self) {
+        if let Some(pid) = self.pid() {
+            unsafe {
+                libc::kill(pid as i32, libc::SIGCONT);
+            }
         }
     }
 
@@ -186,7 +215,8 @@ impl TestCluster {
         let name = format!("node{}", index + 1);
         let dir = self.root_path.join(&name);
         fs::create_dir_all(&dir).expect("node dir");
-        let mut node = TestNode { name, api_port: ports[0], cluster_port: ports[1], dir, child: None };
+        let env = self.options.env.clone();
+        let mut node = TestNode { name, api_port: ports[0], cluster_port: ports[1], dir, env, child: None };
         let retry_join = if self.options.retry_join && index > 0 {
             format!(
                 "retry_join {{\n    leader_api_addr = \"http://127.0.0.1:{}\"\n    leader_token_file = \"{}\"\n  }}",
