@@ -206,7 +206,13 @@ async fn json_lines_are_the_cloud_events_with_consecutive_sequences() {
     let filter = r#"data_path == "secret/data/b""#;
     let mut only_b = Subscriber::spawn(&["subscribe", "-filter", filter, "kv-v2/data-*"], &addr, &token);
     let note = all.wait_stderr("Subscribed").await;
-    assert_eq!(note, format!("Subscribed at {}/v1/sys/events/subscribe/kv-v2/data-write", addr.replace("http", "ws")));
+    assert_eq!(
+        note,
+        format!(
+            "Subscribed at {}/v1/sys/events/subscribe/kv-v2/data-write (after sequence 0)",
+            addr.replace("http", "ws")
+        )
+    );
     only_b.wait_stderr("Subscribed").await;
 
     for name in ["a", "b", "c"] {
@@ -311,7 +317,10 @@ async fn the_subscription_fails_over_to_the_next_address_without_gap_or_duplicat
     let token = cluster.root_token.clone();
     let mut sub = Subscriber::spawn(&["subscribe", "kv*"], &addrs.join(","), &token);
     let note = sub.wait_stderr("Subscribed").await;
-    assert_eq!(note, format!("Subscribed at {}/v1/sys/events/subscribe/kv*", addrs[0].replace("http", "ws")));
+    assert_eq!(
+        note,
+        format!("Subscribed at {}/v1/sys/events/subscribe/kv* (after sequence 0)", addrs[0].replace("http", "ws"))
+    );
 
     let writer = cluster.client(leader);
     for n in 0..3 {
@@ -346,6 +355,37 @@ async fn the_subscription_fails_over_to_the_next_address_without_gap_or_duplicat
     assert_eq!(paths, ["kv/f/0", "kv/f/1", "kv/f/2", "kv/f/3", "kv/f/4", "kv/f/5"]);
     assert!(events.iter().all(|e| e["data"]["event_type"] == json!("kv-v1/write")));
     sub.assert_no_more_events(Duration::from_millis(500)).await;
+}
+
+#[tokio::test]
+async fn a_subscription_without_since_resumes_from_where_it_started() {
+    let mut cluster = TestCluster::start(ClusterOptions { nodes: 1, ..Default::default() }).await;
+    let addr = cluster.nodes[0].api_addr();
+    let token = cluster.root_token.clone();
+    ok(cluster.client(0).put("/v1/kv/before", &json!({ "n": 0 })).await.unwrap());
+    let mut sub = Subscriber::spawn(&["subscribe", "kv*"], &addr, &token);
+    // The handshake named the head at that moment (one event so far) as the starting cursor.
+    let note = sub.wait_stderr("Subscribed").await;
+    assert!(note.ends_with("/v1/sys/events/subscribe/kv* (after sequence 1)"), "{note}");
+
+    // Before the command has printed anything, its node goes away and events are written while it is frozen: only
+    // the cursor from the handshake can bring them back (resubscribing at the new head would skip them).
+    sub.signal(libc::SIGSTOP);
+    cluster.kill(0);
+    cluster.restart(0).await;
+    cluster.wait_health(0, &[200]).await;
+    let client = cluster.client(0);
+    for n in 1..3 {
+        ok(client.put(&format!("/v1/kv/while-away/{n}"), &json!({ "n": n })).await.unwrap());
+    }
+    sub.signal(libc::SIGCONT);
+    sub.wait_stderr("Lost the subscription").await;
+    let resumed = sub.wait_stderr("Subscribed").await;
+    assert!(resumed.ends_with("(after sequence 1)"), "{resumed}");
+    let events = sub.next_events(2).await;
+    assert_consecutive(&events, 2);
+    assert_eq!(events.iter().map(path).collect::<Vec<_>>(), ["kv/while-away/1", "kv/while-away/2"]);
+    sub.assert_no_more_events(Duration::from_millis(300)).await;
 }
 
 #[tokio::test]

@@ -18,11 +18,9 @@
 //! **Reconnection.** When an established subscription is lost (socket error, end of stream, a close frame other
 //! than the two fatal ones below, or no frame — not even the server's 30-second ping — for [`IDLE_TIMEOUT`]), the
 //! command reconnects forever: each round tries every address in order; after a failed round it waits (200 ms,
-//! doubling up to 2 s). It resumes with `since=<the sequence of the last event it printed>`, or the original
-//! `--since` if it has printed nothing yet, so nothing is skipped or printed twice. Limitation: with neither (no
-//! `--since`, no event seen yet), the first connection starts at the stream's head at that moment, and a reconnect
-//! starts at the head *of its own moment*: events published while the command was disconnected, before it had
-//! printed anything, are not printed. Pass `--since` to close that gap.
+//! doubling up to 2 s). It resumes with `since=<the sequence of the last event it printed>`; before it has printed
+//! anything, with the original `--since`, or without one with the cursor the first subscription started at (the
+//! server's `X-Vigil-Event-Sequence` handshake header), so nothing is skipped or printed twice.
 //!
 //! **Fatal errors** (exit 2, the reason on stderr, no reconnection): a 4xx answer to the handshake (bad filter or
 //! cursor: 400, permission denied: 403, cursor no longer retained: 410, ...), and the close codes 1008 (the token
@@ -51,6 +49,7 @@ use super::logical::api_path;
 use super::output::{self, CliError, CmdResult};
 use super::Ctx;
 use crate::client::TOKEN_HEADER;
+use crate::http::events::CURSOR_HEADER;
 use crate::proto;
 
 /// Redirects followed during one handshake.
@@ -289,8 +288,17 @@ enum ConnectError {
     Retry(String),
 }
 
-/// Opens the subscription at `url`, following redirects; returns the stream and the URL that accepted it.
-async fn connect(url: String, token: Option<&str>, event_type: &str) -> Result<(Ws, String), ConnectError> {
+/// An accepted subscription.
+struct Opened {
+    ws: Ws,
+    /// The URL that accepted it (after redirects).
+    url: String,
+    /// The sequence it starts after, from the handshake's `X-Vigil-Event-Sequence` header.
+    starts_after: Option<u64>,
+}
+
+/// Opens the subscription at `url`, following redirects.
+async fn connect(url: String, token: Option<&str>, event_type: &str) -> Result<Opened, ConnectError> {
     let mut url = url;
     for _ in 0..=MAX_REDIRECTS {
         let mut request = url
@@ -304,7 +312,14 @@ async fn connect(url: String, token: Option<&str>, event_type: &str) -> Result<(
         }
         let response = match tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request)).await {
             Err(_) => return Err(ConnectError::Retry(format!("{url}: timed out after {CONNECT_TIMEOUT:?}"))),
-            Ok(Ok((ws, _))) => return Ok((ws, url)),
+            Ok(Ok((ws, response))) => {
+                let starts_after = response
+                    .headers()
+                    .get(CURSOR_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                return Ok(Opened { ws, url, starts_after });
+            }
             Ok(Err(tungstenite::Error::Http(response))) => response,
             Ok(Err(e)) => return Err(ConnectError::Retry(format!("{url}: {e}"))),
         };
@@ -365,7 +380,7 @@ async fn connect_any(
     token: Option<&str>,
     args: &SubscribeArgs,
     since: Option<u64>,
-) -> Result<(Ws, String), Result<Vec<String>, CliError>> {
+) -> Result<Opened, Result<Vec<String>, CliError>> {
     let mut errors = Vec::new();
     for base in bases {
         match connect(subscribe_url(base, args, since), token, &args.event_type).await {
@@ -389,9 +404,9 @@ enum StreamEnd {
 
 /// Subscribes and prints events to `out` until a fatal error (or stdout closes), reconnecting as needed.
 async fn subscribe(bases: &[String], token: Option<&str>, args: &SubscribeArgs, out: &mut impl Write) -> CmdResult {
-    // The resume cursor: the last sequence printed, else --since.
+    // The resume cursor: the last sequence printed, else --since, else where the first subscription started.
     let mut cursor = args.since;
-    let (mut ws, mut url) = match connect_any(bases, token, args, cursor).await {
+    let Opened { mut ws, mut url, starts_after } = match connect_any(bases, token, args, cursor).await {
         Ok(opened) => opened,
         Err(Err(fatal)) => return Err(fatal),
         Err(Ok(errors)) => {
@@ -402,6 +417,7 @@ async fn subscribe(bases: &[String], token: Option<&str>, args: &SubscribeArgs, 
             )))
         }
     };
+    cursor = cursor.or(starts_after);
     output::err(&connected_note(&url, cursor));
     let mut backoff = BACKOFF_START;
     loop {
@@ -422,7 +438,7 @@ async fn subscribe(bases: &[String], token: Option<&str>, args: &SubscribeArgs, 
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
             match connect_any(bases, token, args, cursor).await {
-                Ok(opened) => break opened,
+                Ok(opened) => break (opened.ws, opened.url),
                 Err(Err(fatal)) => return Err(fatal),
                 Err(Ok(errors)) => {
                     round += 1;

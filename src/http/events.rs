@@ -14,7 +14,9 @@
 //! policy-violation close frame. The server pings every 30 s and ignores what the client sends, except Close.
 //!
 //! Frames are protobuf `EventReceived` (Vault's `event.proto`) by default, or CloudEvents JSON with `json=true`.
-//! Both carry the event's `sequence`; `since=<sequence>` or a `Last-Event-ID` header resumes after it.
+//! Both carry the event's `sequence`; `since=<sequence>` or a `Last-Event-ID` header resumes after it. The 101
+//! answer names the starting cursor in `X-Vigil-Event-Sequence` (the `since` given, or the head at that moment),
+//! so a client that subscribed without `since` can still resume without a gap before its first event.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +44,9 @@ use crate::proto;
 
 /// The path prefix of the endpoint, after `/v1/`.
 pub const SUBSCRIBE_PREFIX: &str = "sys/events/subscribe";
+/// Handshake response header: the sequence the subscription starts after. A client that resumes with
+/// `since=<this>` (until it has seen an event) misses nothing, even if it subscribed without `since`.
+pub const CURSOR_HEADER: &str = "x-vigil-event-sequence";
 /// How often the server pings an open subscription.
 const PING_INTERVAL: Duration = Duration::from_secs(30);
 /// Events handed out per batch; between batches the token is re-checked if tokens or policies changed.
@@ -145,12 +150,14 @@ async fn prepare(api: &Arc<Api>, parts: &mut Parts) -> Result<Response, ApiError
         request,
         cursor,
     };
-    Ok(upgrade
+    let mut response = upgrade
         // Clients send nothing but control frames: small buffers keep idle subscriptions cheap.
         .read_buffer_size(4 * 1024)
         .write_buffer_size(16 * 1024)
         .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| subscription.run(socket)))
+        .on_upgrade(move |socket| subscription.run(socket));
+    response.headers_mut().insert(CURSOR_HEADER, HeaderValue::from(cursor));
+    Ok(response)
 }
 
 impl SubscribeRequest {
