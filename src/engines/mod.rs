@@ -311,7 +311,7 @@ impl Engines {
             ProposeError::NotLeader(_) => Error::NotLeader,
             ProposeError::ShuttingDown => Error::Unavailable("the node is shutting down".into()),
             ProposeError::Unknown(msg) => Error::Unavailable(format!(
-                "the active node lost leadership while writing; the write may or may not have been applied: {msg}"
+                "the write's outcome is unknown, it may or may not have been applied: {msg}"
             )),
         })?;
         let result: std::result::Result<Output, ApplyError> = codec::decode(&applied.output)?;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::header::HeaderValue;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -29,6 +30,10 @@ use super::{codec, NodeId, NodeInfo, TypeConfig};
 
 /// The header that carries the cluster secret on every cluster-port request.
 pub const SECRET_HEADER: &str = "x-vigil-cluster-secret";
+/// The header naming the sending node (its `node_id`) on every cluster-port request: for the receiver's logs and
+/// for anything in between that needs to tell the nodes' connections apart (the test suite's partition proxy).
+/// Informational only: it grants nothing, the secret does.
+pub const FROM_HEADER: &str = "x-vigil-from";
 
 /// The cluster secret as this node knows it: `None` until the node initializes a cluster or joins one.
 #[derive(Clone, Default)]
@@ -95,12 +100,16 @@ fn connector() -> HttpConnector {
 pub struct NetworkFactory {
     client: HttpClient,
     secret: ClusterSecret,
+    /// This node's name, sent in [`FROM_HEADER`].
+    from: HeaderValue,
 }
 
 impl NetworkFactory {
-    /// A factory that authenticates with `secret`.
-    pub fn new(secret: ClusterSecret) -> Self {
-        NetworkFactory { client: http_client(), secret }
+    /// A factory for node `from` that authenticates with `secret`.
+    pub fn new(secret: ClusterSecret, from: &str) -> Self {
+        // Node names are validated at config load; a name that is no header value is sent as "?".
+        let from = HeaderValue::from_str(from).unwrap_or(HeaderValue::from_static("?"));
+        NetworkFactory { client: http_client(), secret, from }
     }
 }
 
@@ -108,7 +117,8 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = Connection;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Connection {
-        Connection { client: self.client.clone(), secret: self.secret.clone(), target, node: node.clone() }
+        let (client, secret, from) = (self.client.clone(), self.secret.clone(), self.from.clone());
+        Connection { client, secret, from, target, node: node.clone() }
     }
 }
 
@@ -116,6 +126,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 pub struct Connection {
     client: HttpClient,
     secret: ClusterSecret,
+    from: HeaderValue,
     target: NodeId,
     node: NodeInfo,
 }
@@ -137,7 +148,9 @@ impl Connection {
         let network = |msg: String| RPCError::Network(NetworkError::new(&std::io::Error::other(msg)));
         let body = codec::encode(request).map_err(|e| network(e.to_string()))?;
         let uri = format!("{}{}", self.node.cluster_addr, path);
-        let mut builder = hyper::Request::post(&uri).header("content-type", "application/octet-stream");
+        let mut builder = hyper::Request::post(&uri)
+            .header("content-type", "application/octet-stream")
+            .header(FROM_HEADER, self.from.clone());
         if let Some(secret) = self.secret.get() {
             builder = builder.header(SECRET_HEADER, secret);
         }

@@ -117,7 +117,7 @@ impl RaftNode {
         let secret = ClusterSecret::new(secret);
         let log_store = LogStore::new(storage.clone())?;
         let state_machine = StateMachine::open(storage.clone(), applier)?;
-        let network = NetworkFactory::new(secret.clone());
+        let network = NetworkFactory::new(secret.clone(), &info.name);
         let raft = Raft::new(id, Arc::new(config), network, log_store, state_machine)
             .await
             .map_err(|e| RaftLayerError::Raft(e.to_string()))?;

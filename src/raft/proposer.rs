@@ -9,7 +9,7 @@
 //! 1,400 with four).
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -24,6 +24,11 @@ const MAX_BATCH_BYTES: usize = 1024 * 1024;
 const MAX_IN_FLIGHT: usize = 1;
 /// Commands waiting for a batch, at most; submitters wait (backpressure) beyond it.
 const QUEUE_DEPTH: usize = 8192;
+/// How long a submitter waits for its command to be committed and applied. A leader cut off from the majority (or
+/// paused, or deposed without knowing it yet) cannot commit; without a bound its clients would hang until the
+/// partition heals. Normal commits take milliseconds, so this only fires when something is wrong. The command may
+/// still be committed later, so the outcome is reported as unknown.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The result of one applied command.
 #[derive(Debug, Clone)]
@@ -70,8 +75,16 @@ impl Proposer {
     /// Submits `command` and waits until it is applied on this node (or fails).
     pub async fn propose(&self, command: Vec<u8>) -> Result<Applied, ProposeError> {
         let (reply, rx) = oneshot::channel();
-        self.queue.send(Proposal { command, reply }).await.map_err(|_| ProposeError::ShuttingDown)?;
-        rx.await.unwrap_or(Err(ProposeError::ShuttingDown))
+        let waited = tokio::time::timeout(COMMIT_TIMEOUT, async {
+            self.queue.send(Proposal { command, reply }).await.map_err(|_| ProposeError::ShuttingDown)?;
+            rx.await.unwrap_or(Err(ProposeError::ShuttingDown))
+        });
+        waited.await.unwrap_or_else(|_| {
+            Err(ProposeError::Unknown(format!(
+                "not committed within {}s (is this node cut off from the majority of the cluster?)",
+                COMMIT_TIMEOUT.as_secs()
+            )))
+        })
     }
 }
 

@@ -6,6 +6,9 @@
 
 #![allow(dead_code)]
 
+pub mod faults;
+pub mod history;
+
 use std::fs;
 use std::future::Future;
 use std::net::TcpListener;
@@ -34,8 +37,11 @@ pub struct ClusterOptions {
     pub retry_join: bool,
     /// Appended to every node's configuration file (e.g. an `events { ... }` block).
     pub extra_config: String,
-    /// Extra environment variables of every node process (e.g. `RUST_LOG`).
+    /// Extra environment variables of every node process (e.g. `VIGIL_LOG`).
     pub env: Vec<(String, String)>,
+    /// Put a fault-injecting proxy ([`faults::FaultNet`]) in front of every cluster port (`TestCluster::net`).
+    /// Needs a multi-threaded tokio runtime.
+    pub proxied: bool,
 }
 
 impl Default for ClusterOptions {
@@ -48,6 +54,7 @@ impl Default for ClusterOptions {
             retry_join: false,
             extra_config: String::new(),
             env: Vec::new(),
+            proxied: false,
         }
     }
 }
@@ -161,6 +168,8 @@ pub struct TestCluster {
     pub nodes: Vec<TestNode>,
     /// The root token once initialized.
     pub root_token: String,
+    /// The proxies in front of the cluster ports, with `ClusterOptions::proxied`.
+    pub net: Option<faults::FaultNet>,
     options: ClusterOptions,
 }
 
@@ -200,7 +209,9 @@ impl TestCluster {
     pub async fn start(options: ClusterOptions) -> TestCluster {
         let root = tempfile::Builder::new().prefix("vigil-test-").tempdir().expect("tempdir");
         let root_path = root.path().to_path_buf();
-        let mut cluster = TestCluster { _root: root, root_path, nodes: Vec::new(), root_token: String::new(), options };
+        let net = options.proxied.then(faults::FaultNet::new);
+        let mut cluster =
+            TestCluster { _root: root, root_path, nodes: Vec::new(), root_token: String::new(), net, options };
         for _ in 0..cluster.options.nodes {
             cluster.add_node_process();
         }
@@ -216,6 +227,11 @@ impl TestCluster {
         let dir = self.root_path.join(&name);
         fs::create_dir_all(&dir).expect("node dir");
         let env = self.options.env.clone();
+        // Peers reach the node at its advertised cluster address: the proxy's, when there is one.
+        let advertised_cluster_port = match &mut self.net {
+            Some(net) => net.add(&name, ports[1]),
+            None => ports[1],
+        };
         let mut node = TestNode { name, api_port: ports[0], cluster_port: ports[1], dir, env, child: None };
         let retry_join = if self.options.retry_join && index > 0 {
             format!(
@@ -240,7 +256,7 @@ listener "tcp" {{
   tls_disable     = true
 }}
 api_addr     = "http://127.0.0.1:{api}"
-cluster_addr = "http://127.0.0.1:{cluster}"
+cluster_addr = "http://127.0.0.1:{advertised}"
 disable_performance_standby = {plain}
 {extra}
 "#,
@@ -250,6 +266,7 @@ disable_performance_standby = {plain}
             trail = self.options.trailing_logs,
             api = node.api_port,
             cluster = node.cluster_port,
+            advertised = advertised_cluster_port,
             plain = self.options.plain_standbys.contains(&index),
             extra = self.options.extra_config,
         );
@@ -324,6 +341,11 @@ disable_performance_standby = {plain}
     pub async fn wait_health(&self, i: usize, codes: &[u16]) -> u16 {
         let what = format!("{} health in {codes:?}", self.nodes[i].name);
         wait_for(&what, WAIT, || async { self.health(i).await.filter(|c| codes.contains(c)) }).await
+    }
+
+    /// The fault-injecting network (`ClusterOptions::proxied`).
+    pub fn net(&self) -> &faults::FaultNet {
+        self.net.as_ref().expect("the cluster was started with ClusterOptions::proxied")
     }
 
     /// A root-token client for node `i`.
