@@ -116,6 +116,44 @@ async fn a_partitioned_leader_acknowledges_nothing_and_converges_after_healing()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_five_node_cluster_split_two_three_serves_only_on_the_majority_side() {
+    let cluster = TestCluster::start(ClusterOptions { nodes: 5, proxied: true, ..Default::default() }).await;
+    let options = WorkloadOptions { writers: 5, subscribers: 5, ..Default::default() };
+    let work = Workload::start(&cluster, options).await;
+    let mut minority_writes = Vec::new();
+    for round in 0..history::rounds(1) {
+        load_for(Duration::from_millis(800)).await;
+        // The leader and one follower on one side, three nodes on the other.
+        let old = isolate_the_leader(&cluster).await;
+        cluster.net().heal();
+        let partner = cluster.others(old)[0];
+        let majority: Vec<usize> = cluster.others(old).into_iter().filter(|i| *i != partner).collect();
+        cluster.net().partition(&[old, partner], &majority);
+        // Neither minority node acknowledges a write: the stale leader cannot commit, and its follower forwards to it.
+        for node in [old, partner] {
+            let key = format!("{}/minority-{round}-{node}", history::PREFIX);
+            let payload = format!("minority-{round}-{node}");
+            let resp = cluster
+                .client(node)
+                .post(&format!("/v1/secret/data/{key}"), &json!({ "data": { "p": payload } }))
+                .await
+                .expect("a write on the minority side gets an answer");
+            assert_eq!(resp.status, 503, "write on minority node {node}: {}", resp.text());
+            let errors = resp.errors();
+            minority_writes.push(history::Write { key, payload, node, outcome: Outcome::Unknown(errors.join("; ")) });
+        }
+        let majority_leader = new_leader(&cluster, old).await;
+        assert!(majority.contains(&majority_leader), "leader {majority_leader} is not on the majority side");
+        load_for(Duration::from_millis(800)).await;
+        cluster.net().heal();
+        cluster.wait_health(old, &[429, 473]).await;
+    }
+    let mut history = work.finish(&cluster).await;
+    history.writes.extend(minority_writes);
+    assert_valid("five nodes split 2/3", &history);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flapping_follower_catches_up_without_loss() {
     let cluster = TestCluster::start(ClusterOptions { proxied: true, ..Default::default() }).await;
     let work = Workload::start(&cluster, WorkloadOptions::default()).await;
