@@ -12,6 +12,7 @@ pub mod history;
 use std::fs;
 use std::future::Future;
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -108,7 +109,16 @@ impl TestNode {
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "{} is already running", self.name);
         let log = fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("open log");
-        let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vigil"));
+        // If the test process dies without running its destructors (SIGKILL, a CI timeout), its nodes die too
+        // instead of running on as orphans. (The signal follows the spawning thread, which outlives the node.)
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command
             .arg("server")
             .arg("--config")
             .arg(self.config_path())
