@@ -224,6 +224,26 @@ async fn a_node_whose_log_was_purged_rejoins_by_snapshot_under_load() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joining_after_the_log_was_purged_gets_the_data_and_event_log_by_snapshot() {
+    let options = ClusterOptions { snapshot_threshold: 40, trailing_logs: 10, ..Default::default() };
+    let mut cluster = TestCluster::start(options).await;
+    let work = Workload::start(&cluster, WorkloadOptions::default()).await;
+    work.wait_writes(150).await;
+    // A fourth node joins under load, long after the first entries were purged everywhere.
+    let late = cluster.add_node_process();
+    cluster.wait_health(late, &[501]).await;
+    let leader = cluster.leader().await;
+    cluster.join(late, leader).await;
+    let what = format!("{} to install a snapshot", cluster.nodes[late].name);
+    wait_for(&what, WAIT, || async { cluster.nodes[late].log().contains("installing snapshot").then_some(()) }).await;
+    load_for(Duration::from_millis(500)).await;
+    // finish() compares every running node's data and whole event log, the late node's included.
+    let history = work.finish(&cluster).await;
+    assert_eq!(history.logs.len(), 4);
+    assert_valid("late joiner", &history);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_wakes_up_stale_and_steps_down() {
     let cluster = TestCluster::start3().await;
     let work = Workload::start(&cluster, WorkloadOptions::default()).await;

@@ -357,12 +357,13 @@ impl Workload {
         let keys: BTreeSet<String> = writes.iter().map(|w| w.key.clone()).chain([fence.clone()]).collect();
         let mut state = Vec::new();
         let mut logs = Vec::new();
-        for i in 0..self.addrs.len() {
-            if !cluster.nodes[i].is_running() {
+        // Every running node, including any that joined after the workload started.
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            if !node.is_running() {
                 continue;
             }
             // The whole log through the fence: afterwards this node has applied everything written before it.
-            logs.push(read_log(&self.addrs[i], &self.token, &fence).await);
+            logs.push(read_log(&node.api_addr(), &self.token, &fence).await);
             state.push(read_state(cluster, i, &keys).await);
         }
         History { run: self.run, writes, streams, state, logs }
