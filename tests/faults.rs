@@ -92,7 +92,7 @@ async fn a_partitioned_leader_acknowledges_nothing_and_converges_after_healing()
         let old = isolate_the_leader(&cluster).await;
         // The cut-off leader still believes it leads, but cannot commit: a write sent to it gets a clear error.
         let payload = format!("minority-{round}");
-        let key = format!("{}/minority", history::PREFIX);
+        let key = work.key("minority");
         let resp = cluster
             .client(old)
             .post(&format!("/v1/secret/data/{key}"), &json!({ "data": { "p": payload } }))
@@ -110,8 +110,7 @@ async fn a_partitioned_leader_acknowledges_nothing_and_converges_after_healing()
         // The stale leader learns the new term and steps down.
         cluster.wait_health(old, &[429, 473]).await;
     }
-    let mut history = work.finish(&cluster).await;
-    history.writes.extend(minority_writes);
+    let history = work.finish_with(&cluster, minority_writes).await;
     assert_valid("partitioned leader", &history);
 }
 
@@ -131,7 +130,7 @@ async fn a_five_node_cluster_split_two_three_serves_only_on_the_majority_side() 
         cluster.net().partition(&[old, partner], &majority);
         // Neither minority node acknowledges a write: the stale leader cannot commit, and its follower forwards to it.
         for node in [old, partner] {
-            let key = format!("{}/minority-{round}-{node}", history::PREFIX);
+            let key = work.key(&format!("minority-{round}-{node}"));
             let payload = format!("minority-{round}-{node}");
             let resp = cluster
                 .client(node)
@@ -148,8 +147,7 @@ async fn a_five_node_cluster_split_two_three_serves_only_on_the_majority_side() 
         cluster.net().heal();
         cluster.wait_health(old, &[429, 473]).await;
     }
-    let mut history = work.finish(&cluster).await;
-    history.writes.extend(minority_writes);
+    let history = work.finish_with(&cluster, minority_writes).await;
     assert_valid("five nodes split 2/3", &history);
 }
 

@@ -331,11 +331,21 @@ impl Workload {
         wait_for(&what, WAIT, || async { (self.attempted.load(Ordering::Relaxed) >= count).then_some(()) }).await
     }
 
+    /// The full key for a write the test makes itself (under this run's prefix, so the checker judges it).
+    pub fn key(&self, name: &str) -> String {
+        format!("{PREFIX}/{}/{name}", self.run)
+    }
+
     /// Stops the writers, writes the fence through the (healed, stable) cluster, waits for every subscriber to
     /// reach it, and reads back the final state and every node's event log.
     pub async fn finish(self, cluster: &TestCluster) -> History {
+        self.finish_with(cluster, Vec::new()).await
+    }
+
+    /// [`Workload::finish`], judging also `extra` writes the test made itself (keys from [`Workload::key`]).
+    pub async fn finish_with(self, cluster: &TestCluster, extra: Vec<Write>) -> History {
         let _ = self.stop_writers.send(true);
-        let mut writes = Vec::new();
+        let mut writes = extra;
         for writer in self.writers {
             writes.extend(writer.await.expect("writer task"));
         }
