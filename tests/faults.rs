@@ -82,6 +82,22 @@ async fn isolate_the_leader(cluster: &TestCluster) -> usize {
     .await
 }
 
+/// Writes `name` through `node`, on the minority side of a partition: the answer must be a clear 503 that says the
+/// outcome is unknown (the node cannot reach a majority). Returns the write for the checker, which proves it is
+/// not present twice (or, had it been applied after all, that it matches its events).
+async fn write_on_the_minority_side(cluster: &TestCluster, work: &Workload, node: usize, name: &str) -> history::Write {
+    let (key, payload) = (work.key(name), name.to_string());
+    let resp = cluster
+        .client(node)
+        .post(&format!("/v1/secret/data/{key}"), &json!({ "data": { "p": payload } }))
+        .await
+        .expect("a write on the minority side gets an answer");
+    assert_eq!(resp.status, 503, "write on minority node {node}: {}", resp.text());
+    let errors = resp.errors();
+    assert!(errors.iter().any(|e| e.contains("outcome is unknown") && e.contains("majority")), "{errors:?}");
+    history::Write { key, payload, node, outcome: Outcome::Unknown(errors.join("; ")) }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_leader_acknowledges_nothing_and_converges_after_healing() {
     let cluster = TestCluster::start(ClusterOptions { proxied: true, ..Default::default() }).await;
@@ -91,17 +107,7 @@ async fn a_partitioned_leader_acknowledges_nothing_and_converges_after_healing()
         load_for(Duration::from_millis(800)).await;
         let old = isolate_the_leader(&cluster).await;
         // The cut-off leader still believes it leads, but cannot commit: a write sent to it gets a clear error.
-        let payload = format!("minority-{round}");
-        let key = work.key("minority");
-        let resp = cluster
-            .client(old)
-            .post(&format!("/v1/secret/data/{key}"), &json!({ "data": { "p": payload } }))
-            .await
-            .expect("a write on the minority side gets an answer");
-        assert_eq!(resp.status, 503, "write on the partitioned leader: {}", resp.text());
-        let errors = resp.errors();
-        assert!(errors[0].contains("outcome is unknown") && errors[0].contains("majority"), "{errors:?}");
-        minority_writes.push(history::Write { key, payload, node: old, outcome: Outcome::Unknown(errors[0].clone()) });
+        minority_writes.push(write_on_the_minority_side(&cluster, &work, old, &format!("minority-{round}")).await);
         // Meanwhile the majority elected a leader and goes on.
         let majority_leader = new_leader(&cluster, old).await;
         assert_ne!(majority_leader, old);
@@ -130,16 +136,8 @@ async fn a_five_node_cluster_split_two_three_serves_only_on_the_majority_side() 
         cluster.net().partition(&[old, partner], &majority);
         // Neither minority node acknowledges a write: the stale leader cannot commit, and its follower forwards to it.
         for node in [old, partner] {
-            let key = work.key(&format!("minority-{round}-{node}"));
-            let payload = format!("minority-{round}-{node}");
-            let resp = cluster
-                .client(node)
-                .post(&format!("/v1/secret/data/{key}"), &json!({ "data": { "p": payload } }))
-                .await
-                .expect("a write on the minority side gets an answer");
-            assert_eq!(resp.status, 503, "write on minority node {node}: {}", resp.text());
-            let errors = resp.errors();
-            minority_writes.push(history::Write { key, payload, node, outcome: Outcome::Unknown(errors.join("; ")) });
+            let name = format!("minority-{round}-{node}");
+            minority_writes.push(write_on_the_minority_side(&cluster, &work, node, &name).await);
         }
         let majority_leader = new_leader(&cluster, old).await;
         assert!(majority.contains(&majority_leader), "leader {majority_leader} is not on the majority side");
