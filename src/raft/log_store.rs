@@ -213,9 +213,63 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
-        tracing::debug!(upto = log_id.index, "purging log");
+        // Never beyond the snapshot on disk (see `kept_snapshot_last_log_id`): a purge openraft asked for together
+        // with a snapshot install may arrive before the snapshot is written. Entries kept back are purged by a
+        // later purge; keeping entries is always safe.
+        let kept = super::state_machine::kept_snapshot_last_log_id(self.storage.as_ref()).map_err(read_err)?;
+        let upto = match kept {
+            Some(kept) if kept.index < log_id.index => kept,
+            Some(_) => log_id,
+            None => return Ok(()),
+        };
+        tracing::debug!(upto = upto.index, asked = log_id.index, "purging log");
         // Record the purge point first: storage persists writes in order, so the marker is never behind the data.
-        self.write_meta(LAST_PURGED_KEY, &log_id)?;
-        self.delete_range((Bound::Unbounded, Bound::Included(index_key(log_id.index))))
+        self.write_meta(LAST_PURGED_KEY, &upto)?;
+        self.delete_range((Bound::Unbounded, Bound::Included(index_key(upto.index))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::SledStorage;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(1, 7), index)
+    }
+
+    fn keep_snapshot_through(storage: &dyn Storage, index: u64) {
+        let key = super::super::state_machine::CURRENT_SNAPSHOT_LAST_LOG_ID_KEY;
+        storage.put(Keyspace::Snapshot, key, &codec::encode(&Some(log_id(index))).expect("encode")).expect("put");
+    }
+
+    #[tokio::test]
+    async fn purges_never_go_beyond_the_snapshot_on_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage: Arc<dyn Storage> = Arc::new(SledStorage::open(dir.path()).expect("open"));
+        for index in 1..=20 {
+            let entry = Entry { log_id: log_id(index), payload: EntryPayload::Blank };
+            storage.put(Keyspace::Log, &index_key(index), &codec::encode(&entry).expect("encode")).expect("put");
+        }
+        let mut store = LogStore::new(storage.clone()).expect("log store");
+        let first =
+            |storage: &Arc<dyn Storage>| storage.scan_prefix(Keyspace::Log, b"").next().map(|kv| kv.expect("kv").0);
+
+        // No snapshot on disk yet (an install still in progress): nothing is purged.
+        store.purge(log_id(15)).await.expect("purge");
+        assert_eq!(store.get_log_state().await.expect("state").last_purged_log_id, None);
+        assert_eq!(first(&storage), Some(index_key(1)));
+
+        // The snapshot on disk covers 10: the purge stops there, and the rest waits for a later purge.
+        keep_snapshot_through(storage.as_ref(), 10);
+        store.purge(log_id(15)).await.expect("purge");
+        assert_eq!(store.get_log_state().await.expect("state").last_purged_log_id, Some(log_id(10)));
+        assert_eq!(first(&storage), Some(index_key(11)));
+
+        keep_snapshot_through(storage.as_ref(), 18);
+        store.purge(log_id(15)).await.expect("purge");
+        assert_eq!(store.get_log_state().await.expect("state").last_purged_log_id, Some(log_id(15)));
+        assert_eq!(first(&storage), Some(index_key(16)));
     }
 }

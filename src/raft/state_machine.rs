@@ -7,11 +7,12 @@
 //!
 //! Snapshots hold every engine key of the state keyspace. Their contents are captured in `get_snapshot_builder`,
 //! which openraft calls on the state-machine worker between applies, so a snapshot is always consistent with its
-//! last log id even though the builder then runs in a separate task.
+//! last log id even though the builder then runs in a separate task. Because a build can finish after a snapshot
+//! from the leader was installed, the kept snapshot only ever moves forward ([`SnapshotStore::keep`]).
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
@@ -25,6 +26,8 @@ const RAFT_PREFIX: &[u8] = b"raft/";
 const APPLIED_KEY: &[u8] = b"raft/applied";
 const MEMBERSHIP_KEY: &[u8] = b"raft/membership";
 const CURRENT_SNAPSHOT_KEY: &[u8] = b"current";
+/// The last log id of the current snapshot, kept beside it (in the same batch) so the log store can read it cheaply.
+pub(super) const CURRENT_SNAPSHOT_LAST_LOG_ID_KEY: &[u8] = b"current-last-log-id";
 
 /// Where a command sits, and what the leader stamped on its entry.
 #[derive(Debug, Clone)]
@@ -161,9 +164,63 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+/// Where the current snapshot is kept. The state machine (installing a snapshot from the leader) and the snapshot
+/// builder (building one locally, in its own task) both keep snapshots, so they share one lock.
+#[derive(Clone)]
+struct SnapshotStore {
+    storage: Arc<dyn Storage>,
+    lock: Arc<Mutex<()>>,
+}
+
+impl SnapshotStore {
+    /// Keeps `snapshot` as the current one, durably, unless a newer one is kept already; returns whether it was
+    /// kept. Without the check, a local build that started before a snapshot from the leader was installed and
+    /// finished after it would put back an older snapshot: openraft has meanwhile purged the log up to the
+    /// installed one, and after a restart it would find its log purged beyond its snapshot and refuse to start.
+    fn keep(&self, snapshot: &StoredSnapshot) -> Result<bool, StorageError> {
+        let _guard = self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(current) = self.current()? {
+            if current.meta.last_log_id > snapshot.meta.last_log_id {
+                return Ok(false);
+            }
+        }
+        let mut batch = WriteBatch::new();
+        batch.put(CURRENT_SNAPSHOT_KEY, codec::encode(snapshot)?);
+        batch.put(CURRENT_SNAPSHOT_LAST_LOG_ID_KEY, codec::encode(&snapshot.meta.last_log_id)?);
+        self.storage.write(Keyspace::Snapshot, batch)?;
+        self.storage.flush()?;
+        Ok(true)
+    }
+
+    /// The snapshot kept now, if any.
+    fn current(&self) -> Result<Option<StoredSnapshot>, StorageError> {
+        match self.storage.get(Keyspace::Snapshot, CURRENT_SNAPSHOT_KEY)? {
+            Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The last log id covered by the snapshot kept (durably) in `storage`, if any.
+///
+/// The log store never purges beyond it: openraft issues the purge that follows a snapshot install at the same
+/// time as the install itself, and a crash after the purge but before the snapshot is on disk would otherwise leave
+/// a log purged beyond its snapshot, which openraft refuses to start from.
+pub(super) fn kept_snapshot_last_log_id(storage: &dyn Storage) -> Result<Option<LogId>, StorageError> {
+    if let Some(bytes) = storage.get(Keyspace::Snapshot, CURRENT_SNAPSHOT_LAST_LOG_ID_KEY)? {
+        return codec::decode(&bytes);
+    }
+    // Kept before the separate key existed.
+    match storage.get(Keyspace::Snapshot, CURRENT_SNAPSHOT_KEY)? {
+        Some(bytes) => Ok(codec::decode::<StoredSnapshot>(&bytes)?.meta.last_log_id),
+        None => Ok(None),
+    }
+}
+
 /// The state machine of one node.
 pub struct StateMachine {
     storage: Arc<dyn Storage>,
+    snapshots: SnapshotStore,
     applier: Arc<dyn CommandApplier>,
     last_applied: Option<LogId>,
     membership: StoredMembership,
@@ -188,7 +245,8 @@ impl StateMachine {
             Some(bytes) => codec::decode(&bytes)?,
             None => StoredMembership::default(),
         };
-        Ok(StateMachine { storage, applier, last_applied, membership })
+        let snapshots = SnapshotStore { storage: storage.clone(), lock: Arc::default() };
+        Ok(StateMachine { storage, snapshots, applier, last_applied, membership })
     }
 
     fn apply_entries(&mut self, entries: impl Iterator<Item = Entry>) -> Result<Vec<RaftResponse>, StorageError> {
@@ -241,9 +299,8 @@ impl StateMachine {
         batch.put(MEMBERSHIP_KEY, codec::encode(&meta.last_membership)?);
         // A batch applies its operations in order, so the inserts win over the deletes of the same keys.
         self.storage.write(Keyspace::State, batch)?;
-        let stored = StoredSnapshot { meta: meta.clone(), data };
-        self.storage.put(Keyspace::Snapshot, CURRENT_SNAPSHOT_KEY, &codec::encode(&stored)?)?;
-        self.storage.flush()?;
+        // Newer than anything kept: openraft installs only snapshots beyond what this node has applied.
+        self.snapshots.keep(&StoredSnapshot { meta: meta.clone(), data })?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.applier.after_write()?;
@@ -274,7 +331,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .filter(|item| !matches!(item, Ok((k, _)) if k.starts_with(RAFT_PREFIX)))
             .collect();
         SnapshotBuilder {
-            storage: self.storage.clone(),
+            snapshots: self.snapshots.clone(),
             last_applied: self.last_applied,
             membership: self.membership.clone(),
             entries,
@@ -298,17 +355,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
-        let Some(bytes) = self.storage.get(Keyspace::Snapshot, CURRENT_SNAPSHOT_KEY).map_err(sm_read_err)? else {
-            return Ok(None);
-        };
-        let stored: StoredSnapshot = codec::decode(&bytes).map_err(sm_read_err)?;
-        Ok(Some(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
+        let current = self.snapshots.current().map_err(sm_read_err)?;
+        Ok(current.map(|stored| Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
     }
 }
 
 /// Builds a snapshot from state captured by [`StateMachine::get_snapshot_builder`].
 pub struct SnapshotBuilder {
-    storage: Arc<dyn Storage>,
+    snapshots: SnapshotStore,
     last_applied: Option<LogId>,
     membership: StoredMembership,
     entries: Result<Vec<KeyValue>, StorageError>,
@@ -325,16 +379,17 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let meta =
             SnapshotMeta { last_log_id: self.last_applied, last_membership: self.membership.clone(), snapshot_id };
         let stored = StoredSnapshot { meta: meta.clone(), data };
-        let bytes = codec::encode(&stored).map_err(sm_write_err)?;
-        let storage = self.storage.clone();
-        tokio::task::spawn_blocking(move || {
-            storage.put(Keyspace::Snapshot, CURRENT_SNAPSHOT_KEY, &bytes)?;
-            storage.flush()
-        })
-        .await
-        .map_err(|e| sm_write_err(StorageError(e.to_string())))?
-        .map_err(sm_write_err)?;
-        tracing::info!(snapshot = %meta.snapshot_id, "built snapshot");
+        let snapshots = self.snapshots.clone();
+        let (kept, stored) = tokio::task::spawn_blocking(move || snapshots.keep(&stored).map(|kept| (kept, stored)))
+            .await
+            .map_err(|e| sm_write_err(StorageError(e.to_string())))?
+            .map_err(sm_write_err)?;
+        if kept {
+            tracing::info!(snapshot = %meta.snapshot_id, "built snapshot");
+        } else {
+            // openraft keeps the newer snapshot it already has and ignores this one.
+            tracing::info!(snapshot = %meta.snapshot_id, "built snapshot superseded by a newer installed one; not kept");
+        }
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
     }
 }
@@ -343,6 +398,30 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 mod tests {
     use super::*;
     use crate::storage::SledStorage;
+
+    fn snapshot_at(index: u64) -> StoredSnapshot {
+        let last_log_id = Some(LogId::new(openraft::CommittedLeaderId::new(1, 7), index));
+        let meta =
+            SnapshotMeta { last_log_id, last_membership: StoredMembership::default(), snapshot_id: index.to_string() };
+        StoredSnapshot { meta, data: index.to_le_bytes().to_vec() }
+    }
+
+    #[test]
+    fn the_kept_snapshot_only_moves_forward() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage: Arc<dyn Storage> = Arc::new(SledStorage::open(dir.path()).expect("open"));
+        let snapshots = SnapshotStore { storage: storage.clone(), lock: Arc::default() };
+        assert!(snapshots.current().expect("current").is_none());
+        // Installed from the leader at 759; then a local build captured at 719 finishes.
+        assert!(snapshots.keep(&snapshot_at(759)).expect("keep"));
+        assert!(!snapshots.keep(&snapshot_at(719)).expect("keep"));
+        let current = snapshots.current().expect("current").expect("a snapshot");
+        assert_eq!((current.meta.snapshot_id.as_str(), current.data), ("759", 759u64.to_le_bytes().to_vec()));
+        assert_eq!(kept_snapshot_last_log_id(storage.as_ref()).expect("read"), snapshot_at(759).meta.last_log_id);
+        assert!(snapshots.keep(&snapshot_at(800)).expect("keep"));
+        assert_eq!(snapshots.current().expect("current").expect("a snapshot").meta.snapshot_id, "800");
+        assert_eq!(kept_snapshot_last_log_id(storage.as_ref()).expect("read"), snapshot_at(800).meta.last_log_id);
+    }
 
     #[test]
     fn txn_reads_its_writes_scans_merged_and_rolls_back_one_command() {

@@ -450,8 +450,20 @@ pub fn run_vigil(args: &[&str], env: &[(&str, &str)], dir: &Path) -> (i32, Strin
 impl Drop for TestCluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
+            if std::env::var_os("VIGIL_KEEP_TEST_DIRS").is_some() {
+                self._root.disable_cleanup(true);
+                eprintln!("----- kept the cluster's directory: {} -----", self.root_path.display());
+            }
             for node in &self.nodes {
                 let log = node.log();
+                // A node's own panic explains more than anything after it.
+                let lines: Vec<&str> = log.lines().collect();
+                for at in (0..lines.len()).filter(|i| lines[*i].contains("panicked at")).take(3) {
+                    eprintln!("----- {} panicked -----", node.name);
+                    for line in &lines[at..(at + 6).min(lines.len())] {
+                        eprintln!("{line}");
+                    }
+                }
                 let tail: Vec<&str> = log.lines().rev().take(40).collect();
                 eprintln!("----- {} log (last {} lines) -----", node.name, tail.len());
                 for line in tail.iter().rev() {
