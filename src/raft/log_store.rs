@@ -12,6 +12,7 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -28,6 +29,8 @@ const LAST_PURGED_KEY: &[u8] = b"last_purged";
 /// The Raft log of one node.
 pub struct LogStore {
     storage: Arc<dyn Storage>,
+    /// While set, purges stop at the snapshot on disk (see [`LogStore::holding_purges_while`]).
+    installing: Option<Arc<AtomicBool>>,
     flusher: mpsc::Sender<FlushRequest>,
 }
 
@@ -62,7 +65,15 @@ impl LogStore {
             .name("vigil-log-flush".into())
             .spawn(move || run_flusher(flusher_storage.as_ref(), rx))
             .map_err(|e| StorageError(format!("cannot start the log flusher thread: {e}")))?;
-        Ok(LogStore { storage, flusher: tx })
+        Ok(LogStore { storage, installing: None, flusher: tx })
+    }
+
+    /// Holds purges back to the snapshot on disk while `installing` is set (the state machine's
+    /// [`super::state_machine::StateMachine::installs_in_flight`]). Without it, purges do exactly what openraft
+    /// asks, as its storage contract (and conformance suite) expects.
+    pub fn holding_purges_while(mut self, installing: Arc<AtomicBool>) -> Self {
+        self.installing = Some(installing);
+        self
     }
 
     /// Waits until every write made so far is durable.
@@ -213,15 +224,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
-        // Never beyond the snapshot on disk (see `kept_snapshot_last_log_id`): a purge openraft asked for together
-        // with a snapshot install may arrive before the snapshot is written. Entries kept back are purged by a
-        // later purge; keeping entries is always safe.
-        let kept = super::state_machine::kept_snapshot_last_log_id(self.storage.as_ref()).map_err(read_err)?;
-        let upto = match kept {
-            Some(kept) if kept.index < log_id.index => kept,
-            Some(_) => log_id,
-            None => return Ok(()),
-        };
+        // During an install, never beyond the snapshot on disk (see `kept_snapshot_last_log_id`): the purge openraft
+        // issues with an install may arrive before the snapshot is written. Entries kept back go with a later
+        // purge; keeping entries is always safe.
+        let mut upto = log_id;
+        if self.installing.as_ref().is_some_and(|flag| flag.load(Ordering::SeqCst)) {
+            match super::state_machine::kept_snapshot_last_log_id(self.storage.as_ref()).map_err(read_err)? {
+                Some(kept) if kept.index < log_id.index => upto = kept,
+                Some(_) => {}
+                None => return Ok(()),
+            }
+        }
         tracing::debug!(upto = upto.index, asked = log_id.index, "purging log");
         // Record the purge point first: storage persists writes in order, so the marker is never behind the data.
         self.write_meta(LAST_PURGED_KEY, &upto)?;
@@ -240,23 +253,24 @@ mod tests {
     }
 
     fn keep_snapshot_through(storage: &dyn Storage, index: u64) {
-        let key = super::super::state_machine::CURRENT_SNAPSHOT_LAST_LOG_ID_KEY;
-        storage.put(Keyspace::Snapshot, key, &codec::encode(&Some(log_id(index))).expect("encode")).expect("put");
+        let key = super::super::state_machine::SNAPSHOT_LAST_LOG_ID_KEY;
+        storage.put(Keyspace::State, key, &codec::encode(&Some(log_id(index))).expect("encode")).expect("put");
     }
 
     #[tokio::test]
-    async fn purges_never_go_beyond_the_snapshot_on_disk() {
+    async fn purges_during_an_install_never_go_beyond_the_snapshot_on_disk() {
         let dir = tempfile::tempdir().expect("tempdir");
         let storage: Arc<dyn Storage> = Arc::new(SledStorage::open(dir.path()).expect("open"));
         for index in 1..=20 {
             let entry = Entry { log_id: log_id(index), payload: EntryPayload::Blank };
             storage.put(Keyspace::Log, &index_key(index), &codec::encode(&entry).expect("encode")).expect("put");
         }
-        let mut store = LogStore::new(storage.clone()).expect("log store");
+        let installing = Arc::new(AtomicBool::new(true));
+        let mut store = LogStore::new(storage.clone()).expect("log store").holding_purges_while(installing.clone());
         let first =
             |storage: &Arc<dyn Storage>| storage.scan_prefix(Keyspace::Log, b"").next().map(|kv| kv.expect("kv").0);
 
-        // No snapshot on disk yet (an install still in progress): nothing is purged.
+        // An install in progress and no snapshot on disk yet: nothing is purged.
         store.purge(log_id(15)).await.expect("purge");
         assert_eq!(store.get_log_state().await.expect("state").last_purged_log_id, None);
         assert_eq!(first(&storage), Some(index_key(1)));
@@ -271,5 +285,11 @@ mod tests {
         store.purge(log_id(15)).await.expect("purge");
         assert_eq!(store.get_log_state().await.expect("state").last_purged_log_id, Some(log_id(15)));
         assert_eq!(first(&storage), Some(index_key(16)));
+
+        // No install in flight: a purge does what it is asked, snapshot or not.
+        installing.store(false, Ordering::SeqCst);
+        store.purge(log_id(19)).await.expect("purge");
+        assert_eq!(store.get_log_state().await.expect("state").last_purged_log_id, Some(log_id(19)));
+        assert_eq!(first(&storage), Some(index_key(20)));
     }
 }

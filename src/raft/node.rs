@@ -115,8 +115,8 @@ impl RaftNode {
         let secret =
             storage.get(Keyspace::Node, CLUSTER_SECRET_KEY)?.map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
         let secret = ClusterSecret::new(secret);
-        let log_store = LogStore::new(storage.clone())?;
         let state_machine = StateMachine::open(storage.clone(), applier)?;
+        let log_store = LogStore::new(storage.clone())?.holding_purges_while(state_machine.installs_in_flight());
         let network = NetworkFactory::new(secret.clone(), &info.name);
         let raft = Raft::new(id, Arc::new(config), network, log_store, state_machine)
             .await

@@ -7,11 +7,12 @@
 //!
 //! Snapshots hold every engine key of the state keyspace. Their contents are captured in `get_snapshot_builder`,
 //! which openraft calls on the state-machine worker between applies, so a snapshot is always consistent with its
-//! last log id even though the builder then runs in a separate task. Because a build can finish after a snapshot
-//! from the leader was installed, the kept snapshot only ever moves forward ([`SnapshotStore::keep`]).
+//! last log id even though the builder then runs in a separate task. The kept snapshot lives beside the state and
+//! only moves forward; see [`SnapshotStore`] for why.
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -25,9 +26,6 @@ use crate::storage::{prefix_successor, KeyValue, Keyspace, Storage, StorageError
 const RAFT_PREFIX: &[u8] = b"raft/";
 const APPLIED_KEY: &[u8] = b"raft/applied";
 const MEMBERSHIP_KEY: &[u8] = b"raft/membership";
-const CURRENT_SNAPSHOT_KEY: &[u8] = b"current";
-/// The last log id of the current snapshot, kept beside it (in the same batch) so the log store can read it cheaply.
-pub(super) const CURRENT_SNAPSHOT_LAST_LOG_ID_KEY: &[u8] = b"current-last-log-id";
 
 /// Where a command sits, and what the leader stamped on its entry.
 #[derive(Debug, Clone)]
@@ -157,61 +155,82 @@ struct SnapshotContents {
     entries: Vec<KeyValue>,
 }
 
-/// A snapshot as kept in [`Keyspace::Snapshot`].
+/// A snapshot as kept.
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, NodeInfo>,
     data: Vec<u8>,
 }
 
-/// Where the current snapshot is kept. The state machine (installing a snapshot from the leader) and the snapshot
-/// builder (building one locally, in its own task) both keep snapshots, so they share one lock.
+/// Where the current snapshot is kept: in the state keyspace, under the Raft prefix (so snapshots never contain
+/// snapshots), next to its last log id.
+///
+/// Keeping it beside the state makes installing a snapshot one atomic batch — the new state, the applied log id
+/// and the snapshot together. openraft's recovery needs that: at start-up it takes the applied log id as a purge
+/// point when the log ends before it, and refuses to start if its snapshot is older than its purge point. (Data
+/// written before this layout keeps working: the old location is read when the new one is empty.)
+///
+/// The state machine (installing a snapshot from the leader) and the snapshot builder (building one locally, in
+/// its own task) both keep snapshots, so they share one lock, and the kept snapshot only moves forward: a local
+/// build that started before an install and finishes after it is not written over the installed one.
 #[derive(Clone)]
 struct SnapshotStore {
     storage: Arc<dyn Storage>,
     lock: Arc<Mutex<()>>,
 }
 
+const SNAPSHOT_KEY: &[u8] = b"raft/snapshot";
+pub(super) const SNAPSHOT_LAST_LOG_ID_KEY: &[u8] = b"raft/snapshot-last-log-id";
+/// Where snapshots were kept before they moved beside the state.
+const LEGACY_SNAPSHOT_KEY: &[u8] = b"current";
+
 impl SnapshotStore {
-    /// Keeps `snapshot` as the current one, durably, unless a newer one is kept already; returns whether it was
-    /// kept. Without the check, a local build that started before a snapshot from the leader was installed and
-    /// finished after it would put back an older snapshot: openraft has meanwhile purged the log up to the
-    /// installed one, and after a restart it would find its log purged beyond its snapshot and refuse to start.
-    fn keep(&self, snapshot: &StoredSnapshot) -> Result<bool, StorageError> {
-        let _guard = self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(current) = self.current()? {
-            if current.meta.last_log_id > snapshot.meta.last_log_id {
-                return Ok(false);
-            }
+    /// Adds keeping `snapshot` to `batch` (to be written under [`SnapshotStore::lock`]).
+    fn add_to(batch: &mut WriteBatch, snapshot: &StoredSnapshot) -> Result<(), StorageError> {
+        batch.put(SNAPSHOT_KEY, codec::encode(snapshot)?);
+        batch.put(SNAPSHOT_LAST_LOG_ID_KEY, codec::encode(&snapshot.meta.last_log_id)?);
+        Ok(())
+    }
+
+    /// Keeps a locally built `snapshot` as the current one, durably, unless a newer one is kept already; returns
+    /// whether it was kept.
+    fn keep_built(&self, snapshot: &StoredSnapshot) -> Result<bool, StorageError> {
+        let _guard = self.lock();
+        if kept_snapshot_last_log_id(self.storage.as_ref())? > snapshot.meta.last_log_id {
+            return Ok(false);
         }
         let mut batch = WriteBatch::new();
-        batch.put(CURRENT_SNAPSHOT_KEY, codec::encode(snapshot)?);
-        batch.put(CURRENT_SNAPSHOT_LAST_LOG_ID_KEY, codec::encode(&snapshot.meta.last_log_id)?);
-        self.storage.write(Keyspace::Snapshot, batch)?;
+        Self::add_to(&mut batch, snapshot)?;
+        self.storage.write(Keyspace::State, batch)?;
         self.storage.flush()?;
         Ok(true)
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// The snapshot kept now, if any.
     fn current(&self) -> Result<Option<StoredSnapshot>, StorageError> {
-        match self.storage.get(Keyspace::Snapshot, CURRENT_SNAPSHOT_KEY)? {
-            Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
-            None => Ok(None),
-        }
+        let bytes = match self.storage.get(Keyspace::State, SNAPSHOT_KEY)? {
+            Some(bytes) => Some(bytes),
+            None => self.storage.get(Keyspace::Snapshot, LEGACY_SNAPSHOT_KEY)?,
+        };
+        bytes.map(|b| codec::decode(&b)).transpose()
     }
 }
 
 /// The last log id covered by the snapshot kept (durably) in `storage`, if any.
 ///
-/// The log store never purges beyond it: openraft issues the purge that follows a snapshot install at the same
-/// time as the install itself, and a crash after the purge but before the snapshot is on disk would otherwise leave
-/// a log purged beyond its snapshot, which openraft refuses to start from.
+/// While a snapshot from the leader is being received and installed, the log store does not purge beyond it:
+/// openraft issues the purge that follows an install at the same time as the install itself, and a crash after the
+/// purge but before the installed snapshot is on disk would leave a log purged beyond its snapshot, which openraft
+/// refuses to start from. See [`StateMachine::installs_in_flight`].
 pub(super) fn kept_snapshot_last_log_id(storage: &dyn Storage) -> Result<Option<LogId>, StorageError> {
-    if let Some(bytes) = storage.get(Keyspace::Snapshot, CURRENT_SNAPSHOT_LAST_LOG_ID_KEY)? {
+    if let Some(bytes) = storage.get(Keyspace::State, SNAPSHOT_LAST_LOG_ID_KEY)? {
         return codec::decode(&bytes);
     }
-    // Kept before the separate key existed.
-    match storage.get(Keyspace::Snapshot, CURRENT_SNAPSHOT_KEY)? {
+    match storage.get(Keyspace::Snapshot, LEGACY_SNAPSHOT_KEY)? {
         Some(bytes) => Ok(codec::decode::<StoredSnapshot>(&bytes)?.meta.last_log_id),
         None => Ok(None),
     }
@@ -221,6 +240,8 @@ pub(super) fn kept_snapshot_last_log_id(storage: &dyn Storage) -> Result<Option<
 pub struct StateMachine {
     storage: Arc<dyn Storage>,
     snapshots: SnapshotStore,
+    /// Set from the first chunk of a snapshot from the leader until it is installed.
+    receiving: Arc<AtomicBool>,
     applier: Arc<dyn CommandApplier>,
     last_applied: Option<LogId>,
     membership: StoredMembership,
@@ -246,7 +267,14 @@ impl StateMachine {
             None => StoredMembership::default(),
         };
         let snapshots = SnapshotStore { storage: storage.clone(), lock: Arc::default() };
-        Ok(StateMachine { storage, snapshots, applier, last_applied, membership })
+        let receiving = Arc::default();
+        Ok(StateMachine { storage, snapshots, receiving, applier, last_applied, membership })
+    }
+
+    /// A flag that is set while a snapshot from the leader is being received and installed, for the log store
+    /// ([`super::log_store::LogStore::holding_purges_while`]).
+    pub fn installs_in_flight(&self) -> Arc<AtomicBool> {
+        self.receiving.clone()
     }
 
     fn apply_entries(&mut self, entries: impl Iterator<Item = Entry>) -> Result<Vec<RaftResponse>, StorageError> {
@@ -285,7 +313,7 @@ impl StateMachine {
         Ok(responses)
     }
 
-    /// Replaces the whole state with a snapshot's, atomically, and keeps the snapshot.
+    /// Replaces the whole state with a snapshot's and keeps the snapshot, in one atomic, flushed batch.
     fn install(&mut self, meta: &SnapshotMeta<NodeId, NodeInfo>, data: Vec<u8>) -> Result<(), StorageError> {
         let contents: SnapshotContents = codec::decode(&data)?;
         let mut batch = WriteBatch::new();
@@ -297,10 +325,14 @@ impl StateMachine {
         }
         batch.put(APPLIED_KEY, codec::encode(&meta.last_log_id)?);
         batch.put(MEMBERSHIP_KEY, codec::encode(&meta.last_membership)?);
-        // A batch applies its operations in order, so the inserts win over the deletes of the same keys.
-        self.storage.write(Keyspace::State, batch)?;
         // Newer than anything kept: openraft installs only snapshots beyond what this node has applied.
-        self.snapshots.keep(&StoredSnapshot { meta: meta.clone(), data })?;
+        SnapshotStore::add_to(&mut batch, &StoredSnapshot { meta: meta.clone(), data })?;
+        // A batch applies its operations in order, so the inserts win over the deletes of the same keys.
+        {
+            let _guard = self.snapshots.lock();
+            self.storage.write(Keyspace::State, batch)?;
+            self.storage.flush()?;
+        }
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.applier.after_write()?;
@@ -339,6 +371,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, RaftStorageError> {
+        self.receiving.store(true, Ordering::SeqCst);
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -351,7 +384,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let storage_err = |e: StorageError| StorageIOError::<NodeId>::write_snapshot(Some(meta.signature()), &e);
         let data = snapshot.into_inner();
         // Rare and bounded by the snapshot size: done inline on the state-machine worker, which must wait anyway.
-        self.install(meta, data).map_err(|e| storage_err(e).into())
+        let installed = self.install(meta, data).map_err(|e| storage_err(e).into());
+        self.receiving.store(false, Ordering::SeqCst);
+        installed
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
@@ -380,10 +415,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             SnapshotMeta { last_log_id: self.last_applied, last_membership: self.membership.clone(), snapshot_id };
         let stored = StoredSnapshot { meta: meta.clone(), data };
         let snapshots = self.snapshots.clone();
-        let (kept, stored) = tokio::task::spawn_blocking(move || snapshots.keep(&stored).map(|kept| (kept, stored)))
-            .await
-            .map_err(|e| sm_write_err(StorageError(e.to_string())))?
-            .map_err(sm_write_err)?;
+        let (kept, stored) =
+            tokio::task::spawn_blocking(move || snapshots.keep_built(&stored).map(|kept| (kept, stored)))
+                .await
+                .map_err(|e| sm_write_err(StorageError(e.to_string())))?
+                .map_err(sm_write_err)?;
         if kept {
             tracing::info!(snapshot = %meta.snapshot_id, "built snapshot");
         } else {
@@ -413,12 +449,12 @@ mod tests {
         let snapshots = SnapshotStore { storage: storage.clone(), lock: Arc::default() };
         assert!(snapshots.current().expect("current").is_none());
         // Installed from the leader at 759; then a local build captured at 719 finishes.
-        assert!(snapshots.keep(&snapshot_at(759)).expect("keep"));
-        assert!(!snapshots.keep(&snapshot_at(719)).expect("keep"));
+        assert!(snapshots.keep_built(&snapshot_at(759)).expect("keep"));
+        assert!(!snapshots.keep_built(&snapshot_at(719)).expect("keep"));
         let current = snapshots.current().expect("current").expect("a snapshot");
         assert_eq!((current.meta.snapshot_id.as_str(), current.data), ("759", 759u64.to_le_bytes().to_vec()));
         assert_eq!(kept_snapshot_last_log_id(storage.as_ref()).expect("read"), snapshot_at(759).meta.last_log_id);
-        assert!(snapshots.keep(&snapshot_at(800)).expect("keep"));
+        assert!(snapshots.keep_built(&snapshot_at(800)).expect("keep"));
         assert_eq!(snapshots.current().expect("current").expect("a snapshot").meta.snapshot_id, "800");
         assert_eq!(kept_snapshot_last_log_id(storage.as_ref()).expect("read"), snapshot_at(800).meta.last_log_id);
     }
