@@ -25,11 +25,13 @@ use crate::storage::{Keyspace, Storage, StorageError, WriteBatch};
 const VOTE_KEY: &[u8] = b"vote";
 const COMMITTED_KEY: &[u8] = b"committed";
 const LAST_PURGED_KEY: &[u8] = b"last_purged";
+/// Longest a purge waits for the snapshot install it follows (openraft's own install timeout is 10 s).
+const INSTALL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The Raft log of one node.
 pub struct LogStore {
     storage: Arc<dyn Storage>,
-    /// While set, purges stop at the snapshot on disk (see [`LogStore::holding_purges_while`]).
+    /// While set, purges beyond the snapshot on disk wait for it (see [`LogStore::holding_purges_while`]).
     installing: Option<Arc<AtomicBool>>,
     flusher: mpsc::Sender<FlushRequest>,
 }
@@ -68,9 +70,9 @@ impl LogStore {
         Ok(LogStore { storage, installing: None, flusher: tx })
     }
 
-    /// Holds purges back to the snapshot on disk while `installing` is set (the state machine's
-    /// [`super::state_machine::StateMachine::installs_in_flight`]). Without it, purges do exactly what openraft
-    /// asks, as its storage contract (and conformance suite) expects.
+    /// Makes purges beyond the snapshot on disk wait while `installing` is set (the state machine's
+    /// [`super::state_machine::StateMachine::installs_in_flight`]). Purges always do exactly what openraft asks,
+    /// as its storage contract (and conformance suite) expects; this only orders them after the install.
     pub fn holding_purges_while(mut self, installing: Arc<AtomicBool>) -> Self {
         self.installing = Some(installing);
         self
@@ -224,18 +226,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
-        // During an install, never beyond the snapshot on disk (see `kept_snapshot_last_log_id`): the purge openraft
-        // issues with an install may arrive before the snapshot is written. Entries kept back go with a later
-        // purge; keeping entries is always safe.
-        let mut upto = log_id;
-        if self.installing.as_ref().is_some_and(|flag| flag.load(Ordering::SeqCst)) {
-            match super::state_machine::kept_snapshot_last_log_id(self.storage.as_ref()).map_err(read_err)? {
-                Some(kept) if kept.index < log_id.index => upto = kept,
-                Some(_) => {}
-                None => return Ok(()),
+        // The purge openraft issues with a snapshot install runs at the same time as the install and may reach the
+        // disk first; a crash in between would leave a log purged beyond its snapshot, which openraft refuses to
+        // start from. So while an install is in flight, a purge beyond the snapshot on disk waits for it (the install
+        // runs on the state-machine worker and does not need this task). Purging less instead would leave a hole
+        // between the kept entries and those appended after the snapshot, which openraft cannot load either.
+        if let Some(installing) = &self.installing {
+            let deadline = tokio::time::Instant::now() + INSTALL_WAIT;
+            while installing.load(Ordering::SeqCst) {
+                let kept = super::state_machine::kept_snapshot_last_log_id(self.storage.as_ref()).map_err(read_err)?;
+                if kept.is_some_and(|kept| kept.index >= log_id.index) {
+                    break;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    tracing::warn!(upto = log_id.index, "purging before the snapshot install it follows is on disk");
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
         }
-        tracing::debug!(upto = upto.index, asked = log_id.index, "purging log");
+        let upto = log_id;
+        tracing::debug!(upto = upto.index, "purging log");
         // Record the purge point first: storage persists writes in order, so the marker is never behind the data.
         self.write_meta(LAST_PURGED_KEY, &upto)?;
         self.delete_range((Bound::Unbounded, Bound::Included(index_key(upto.index))))
@@ -258,7 +269,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn purges_during_an_install_never_go_beyond_the_snapshot_on_disk() {
+    async fn a_purge_during_an_install_waits_for_the_snapshot_on_disk() {
         let dir = tempfile::tempdir().expect("tempdir");
         let storage: Arc<dyn Storage> = Arc::new(SledStorage::open(dir.path()).expect("open"));
         for index in 1..=20 {
@@ -267,29 +278,25 @@ mod tests {
         }
         let installing = Arc::new(AtomicBool::new(true));
         let mut store = LogStore::new(storage.clone()).expect("log store").holding_purges_while(installing.clone());
-        let first =
-            |storage: &Arc<dyn Storage>| storage.scan_prefix(Keyspace::Log, b"").next().map(|kv| kv.expect("kv").0);
-
-        // An install in progress and no snapshot on disk yet: nothing is purged.
-        store.purge(log_id(15)).await.expect("purge");
-        assert_eq!(store.get_log_state().await.expect("state").last_purged_log_id, None);
-        assert_eq!(first(&storage), Some(index_key(1)));
-
-        // The snapshot on disk covers 10: the purge stops there, and the rest waits for a later purge.
         keep_snapshot_through(storage.as_ref(), 10);
-        store.purge(log_id(15)).await.expect("purge");
-        assert_eq!(store.get_log_state().await.expect("state").last_purged_log_id, Some(log_id(10)));
-        assert_eq!(first(&storage), Some(index_key(11)));
 
-        keep_snapshot_through(storage.as_ref(), 18);
-        store.purge(log_id(15)).await.expect("purge");
-        assert_eq!(store.get_log_state().await.expect("state").last_purged_log_id, Some(log_id(15)));
-        assert_eq!(first(&storage), Some(index_key(16)));
-
-        // No install in flight: a purge does what it is asked, snapshot or not.
+        // The install (through 15) is not on disk yet: the purge waits for it, then purges all it was asked.
+        let purge = tokio::spawn(async move {
+            store.purge(log_id(15)).await.expect("purge");
+            store
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!purge.is_finished(), "purged before the snapshot it follows was on disk");
+        assert_eq!(storage.scan_prefix(Keyspace::Log, b"").count(), 20);
+        keep_snapshot_through(storage.as_ref(), 15);
         installing.store(false, Ordering::SeqCst);
+        let mut store = purge.await.expect("purge task");
+        assert_eq!(store.get_log_state().await.expect("state").last_purged_log_id, Some(log_id(15)));
+        let first = storage.scan_prefix(Keyspace::Log, b"").next().map(|kv| kv.expect("kv").0);
+        assert_eq!(first, Some(index_key(16)));
+
+        // No install in flight: a purge does what it is asked at once, snapshot or not.
         store.purge(log_id(19)).await.expect("purge");
         assert_eq!(store.get_log_state().await.expect("state").last_purged_log_id, Some(log_id(19)));
-        assert_eq!(first(&storage), Some(index_key(20)));
     }
 }
