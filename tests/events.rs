@@ -367,6 +367,18 @@ async fn wildcards_filters_and_bad_requests() {
     let plain = client.get("/v1/sys/events/subscribe/kv*").await.unwrap();
     assert_eq!(plain.status, 400, "{}", plain.text());
     assert!(plain.text().contains("WebSocket"), "{}", plain.text());
+    // A body is never read on this endpoint, so the connection is not reused: the answer says so, and a pooling
+    // client does not send its next request into a closing connection.
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", cluster.nodes[0].api_port)).unwrap();
+    let request = format!(
+        "GET /v1/sys/events/subscribe/kv* HTTP/1.1\r\nHost: x\r\nX-Vault-Token: {token}\r\nContent-Length: 5\r\n\r\nhello"
+    );
+    std::io::Write::write_all(&mut conn, request.as_bytes()).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut answer).unwrap();
+    let head = answer.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 400") && head.contains("\r\nconnection: close"), "{answer}");
 }
 
 fn urlencode(s: &str) -> String {

@@ -78,12 +78,20 @@ pub fn is_subscribe_path(raw_path: &str) -> bool {
     raw_path == SUBSCRIBE_PREFIX || raw_path.starts_with("sys/events/subscribe/")
 }
 
-/// Handles a subscription request; `raw_path` is the request path after `/v1/`.
+/// Handles a subscription request (its head only: the body is never read).
 pub async fn subscribe(api: Arc<Api>, mut parts: Parts) -> Response {
-    match prepare(&api, &mut parts).await {
+    let mut response = match prepare(&api, &mut parts).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
+    };
+    // A body was sent and is left unread, so the server will not reuse this connection: say so, or a client that
+    // pools connections would send its next request into a closing one.
+    let has_body = parts.headers.contains_key(header::TRANSFER_ENCODING)
+        || parts.headers.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0");
+    if has_body && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    response
 }
 
 async fn prepare(api: &Arc<Api>, parts: &mut Parts) -> Result<Response, ApiError> {
