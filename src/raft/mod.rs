@@ -146,13 +146,42 @@ pub mod codec {
     }
 
     /// Decodes a complete bincode value; trailing bytes are an error.
+    ///
+    /// Safe on hostile input (Raft RPC bodies come from the network): bincode allocates a string's or byte
+    /// buffer's whole claimed length before it reads the bytes, so without a limit ten bytes claiming a 2^40-byte
+    /// string abort the process when that allocation fails. Through serde those allocations are the only claims
+    /// bincode counts against its limit, and each must be backed by as many input bytes, so a limit of the input's
+    /// size refuses nothing valid. The limit is a type parameter: the smallest of a few sizes that holds the input
+    /// is used, so a malformed input never makes the decoder reserve more than 64 times its own size.
     pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
-        let (value, read) =
-            bincode::serde::decode_from_slice(bytes, bincode::config::standard()).map_err(StorageError::new)?;
+        const KIB_64: usize = 1 << 16;
+        const MIB_4: usize = 1 << 22;
+        const MIB_256: usize = 1 << 28;
+        let decoded = match bytes.len() {
+            n if n <= KIB_64 => decode_within::<T, KIB_64>(bytes),
+            n if n <= MIB_4 => decode_within::<T, MIB_4>(bytes),
+            n if n <= MIB_256 => decode_within::<T, MIB_256>(bytes),
+            _ => decode_within::<T, LARGEST_VALUE>(bytes),
+        };
+        let (value, read) = decoded.map_err(|e| match e {
+            bincode::error::DecodeError::LimitExceeded => {
+                StorageError("a length prefix claims more bytes than the input holds".into())
+            }
+            e => StorageError::new(e),
+        })?;
         if read != bytes.len() {
             return Err(StorageError(format!("{} trailing bytes after value", bytes.len() - read)));
         }
         Ok(value)
+    }
+
+    /// The limit for inputs larger than 256 MiB, which only local snapshots reach (RPC bodies are capped at 64 MiB).
+    const LARGEST_VALUE: usize = if usize::BITS >= 64 { (1u64 << 34) as usize } else { usize::MAX };
+
+    fn decode_within<T: DeserializeOwned, const LIMIT: usize>(
+        bytes: &[u8],
+    ) -> Result<(T, usize), bincode::error::DecodeError> {
+        bincode::serde::decode_from_slice(bytes, bincode::config::standard().with_limit::<LIMIT>())
     }
 }
 
@@ -205,6 +234,23 @@ mod tests {
         assert_eq!(back.outputs, vec![vec![1, 2]]);
         bytes.push(0);
         assert!(codec::decode::<RaftResponse>(&bytes).is_err());
+    }
+
+    #[test]
+    fn codec_refuses_length_claims_beyond_the_input() {
+        // RaftRequest { time_unix_nanos: 0, proposer: a string claiming 2^40 (then 2^60) bytes }: before the limit
+        // the first aborted the process (allocation failure), the second panicked (capacity overflow).
+        for claim in [1u64 << 40, 1 << 60] {
+            let bytes: Vec<u8> = [&[0u8, 0xfd][..], &claim.to_le_bytes(), b"node1"].concat();
+            let error = codec::decode::<RaftRequest>(&bytes).expect_err("must not decode").to_string();
+            assert!(error.contains("claims more bytes than the input holds"), "{error}");
+        }
+        // Values whose strings fill the whole input still decode, in every size class.
+        for len in [0, 10, (1 << 16) - 8, 1 << 16, 1 << 20, (1 << 22) + 1] {
+            let request = RaftRequest { time_unix_nanos: -1, proposer: "x".repeat(len), commands: vec![vec![7; len]] };
+            let back: RaftRequest = codec::decode(&codec::encode(&request).expect("encode")).expect("decode");
+            assert_eq!((back.proposer.len(), back.commands[0].len()), (len, len));
+        }
     }
 }
 
