@@ -1,10 +1,18 @@
-//! Event-delivery load tool for a live Vigil cluster (a `harness = false` bench: it measures, it asserts nothing).
+//! Event-delivery load tool for a live Vigil or etcd cluster (a `harness = false` bench: it measures, it asserts
+//! nothing).
+//!
+//! `--target etcd` runs the same load shapes against etcd's v3 JSON gateway: writes are `POST /v3/kv/put` of the
+//! same paths (as keys), and a subscription is a watch (`POST /v3/watch`, a chunked stream of JSON messages, one
+//! HTTP connection per watch) on the prefix `<mount>/`; an event's sequence is its `mod_revision`, its path its key.
+//! The cluster directory then holds the etcd members' nodeN.addr (client URL) and nodeN.pid files, as written by
+//! scripts/bench.sh, and the leader is the member whose `/v3/maintenance/status` names itself.
 //!
 //! Delivery latency to one subscriber on a follower (the default mode):
 //!
 //! ```text
 //! cargo bench --bench events -- [--latency] [--cluster-dir .cluster] [--addr URL]... [--token T]
 //!                               [--sub-addr URL] [--duration 10] [--warmup 1] [--pattern 'kv*'] [--mount kv]
+//!                               [--target vigil|etcd] [--record FILE]
 //! ```
 //!
 //! Finds the leader (`GET /v1/sys/leader`), subscribes (`/v1/sys/events/subscribe/<pattern>?json=true`) on a
@@ -30,6 +38,8 @@
 //! as a % of one core, as is this process's. The node's pid comes from `<cluster-dir>/nodeN.pid`, matched to the
 //! address through `<cluster-dir>/nodeN.addr`; without it those columns are `-`.
 //!
+//! `--record FILE` appends `<target>.<measure> <value>` lines to FILE (for scripts/bench.sh).
+//!
 //! The token is `--token`, else `$VIGIL_TOKEN`, else `$VAULT_TOKEN`, else `<cluster-dir>/root-token`. Addresses are
 //! the `--addr`s, else the `nodeN.addr` files of `--cluster-dir`.
 //!
@@ -45,10 +55,12 @@ use std::time::{Duration, Instant};
 
 mod common;
 
+use bytes::Bytes;
 use clap::Parser;
-use common::{client, describe, find_leader, new_histogram, normalize_addr, read_nodes, Node};
+use common::{new_histogram, normalize_addr, read_nodes, rss_kib, Node, Recorder, Target};
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -58,17 +70,27 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use vigil::client::Client;
 
 #[derive(Debug, Parser)]
-#[command(name = "events", about = "Event delivery latency and fan-out measurements against a live Vigil cluster")]
+#[command(
+    name = "events",
+    about = "Event delivery latency and fan-out measurements against a live Vigil or etcd cluster"
+)]
 struct Opts {
+    /// The system under test.
+    #[arg(long, value_enum, default_value = "vigil")]
+    target: Target,
     /// A node's API address; repeatable [default: the nodeN.addr files in --cluster-dir].
     #[arg(long = "addr", value_name = "URL")]
     addrs: Vec<String>,
     /// The token [default: $VIGIL_TOKEN, else $VAULT_TOKEN, else <cluster-dir>/root-token].
     #[arg(long)]
     token: Option<String>,
-    /// The directory with the cluster's nodeN.addr, nodeN.pid and root-token files.
-    #[arg(long, value_name = "DIR", default_value = ".cluster")]
-    cluster_dir: PathBuf,
+    /// The directory with the cluster's nodeN.addr, nodeN.pid and root-token files [default: .cluster for Vigil,
+    /// .etcd-cluster for etcd].
+    #[arg(long, value_name = "DIR")]
+    cluster_dir: Option<PathBuf>,
+    /// Append `<target>.<measure> <value>` lines to this file.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
     /// Measure write-to-event latency with one subscriber (the default mode).
     #[arg(long, conflicts_with = "fanout")]
     latency: bool,
@@ -78,7 +100,7 @@ struct Opts {
     /// The node to subscribe on [default: the first node that is not the leader].
     #[arg(long, value_name = "URL")]
     sub_addr: Option<String>,
-    /// The event type pattern to subscribe to.
+    /// The event type pattern to subscribe to (Vigil; etcd watches the prefix `<mount>/`).
     #[arg(long, default_value = "kv*")]
     pattern: String,
     /// Seconds of each measured run.
@@ -102,7 +124,7 @@ struct Opts {
     /// Seconds to let the node settle after the subscriptions connected, before reading its idle memory.
     #[arg(long, default_value_t = 2.0)]
     settle: f64,
-    /// The kv-v1 mount to write under.
+    /// The kv-v1 mount to write under (for etcd: the first segment of every key).
     #[arg(long, default_value = "kv")]
     mount: String,
     /// Passed by `cargo bench`.
@@ -158,8 +180,29 @@ fn check_times(opts: &Opts) -> Result<(), String> {
     Ok(())
 }
 
+impl Opts {
+    fn cluster_dir(&self) -> PathBuf {
+        self.cluster_dir.clone().unwrap_or_else(|| PathBuf::from(self.target.default_cluster_dir()))
+    }
+
+    fn recorder(&self) -> Recorder {
+        Recorder::new(self.record.as_deref(), self.target)
+    }
+
+    /// What a subscription asks for: Vigil's event type pattern, or etcd's key prefix.
+    fn topic(&self) -> String {
+        match self.target {
+            Target::Vigil => self.pattern.clone(),
+            Target::Etcd => format!("{}/", self.mount.trim_matches('/')),
+        }
+    }
+}
+
 fn token(opts: &Opts) -> Option<String> {
-    common::token(opts.token.as_deref(), Some(&opts.cluster_dir))
+    match opts.target {
+        Target::Vigil => common::token(opts.token.as_deref(), Some(&opts.cluster_dir())),
+        Target::Etcd => None,
+    }
 }
 
 fn micros(d: Duration) -> u64 {
@@ -178,11 +221,12 @@ fn quantiles(h: &Histogram<u64>) -> String {
 /// The nodes to use: the `--addr`s (with names and pids from the cluster directory where it knows them), else
 /// the cluster directory's nodes.
 fn nodes(opts: &Opts) -> Result<Vec<Node>, String> {
-    let known = read_nodes(&opts.cluster_dir);
+    let dir = opts.cluster_dir();
+    let known = read_nodes(&dir);
     if opts.addrs.is_empty() {
         let nodes = known?;
         if nodes.is_empty() {
-            return Err(format!("no nodeN.addr files in {} (and no --addr)", opts.cluster_dir.display()));
+            return Err(format!("no nodeN.addr files in {} (and no --addr)", dir.display()));
         }
         return Ok(nodes);
     }
@@ -198,10 +242,10 @@ fn node_for(addr: &str, known: &[Node]) -> Node {
 /// The leader and the node to subscribe on.
 async fn leader_and_subscriber(opts: &Opts, token: Option<&str>) -> Result<(Node, Node), String> {
     let nodes = nodes(opts)?;
-    let leader = nodes[find_leader(&nodes, token).await?].clone();
+    let leader = nodes[opts.target.find_leader(&nodes, token).await?].clone();
     let sub = match &opts.sub_addr {
         Some(addr) => {
-            let known = read_nodes(&opts.cluster_dir).unwrap_or_default();
+            let known = read_nodes(&opts.cluster_dir()).unwrap_or_default();
             let mut node = node_for(addr, &nodes);
             if node.pid.is_none() {
                 node.pid = node_for(addr, &known).pid;
@@ -221,6 +265,181 @@ async fn leader_and_subscriber(opts: &Opts, token: Option<&str>) -> Result<(Node
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// One subscription: a Vigil WebSocket (`/v1/sys/events/subscribe/<pattern>?json=true`) or an etcd watch
+/// (`POST /v3/watch` on its own HTTP/1.1 connection, answered by a chunked stream of newline-separated JSON).
+enum EventStream {
+    Vigil(Box<Ws>),
+    Etcd(EtcdWatch),
+}
+
+struct EtcdWatch {
+    body: hyper::body::Incoming,
+    /// Received bytes not yet split into complete messages.
+    buf: Vec<u8>,
+    /// Scratch space for decoding keys.
+    key: Vec<u8>,
+    connection: tokio::task::JoinHandle<()>,
+}
+
+impl EventStream {
+    /// Subscribes on the node at `addr` to `topic` (Vigil: an event type pattern; etcd: a key prefix), and
+    /// returns once the subscription is in place (Vigil: the WebSocket handshake; etcd: the `created` message).
+    async fn open(target: Target, addr: &str, topic: &str, token: Option<&str>) -> Result<EventStream, String> {
+        let open = async {
+            match target {
+                Target::Vigil => {
+                    subscribe(&subscribe_url(addr, topic), token).await.map(|ws| EventStream::Vigil(Box::new(ws)))
+                }
+                Target::Etcd => EtcdWatch::open(addr, topic).await.map(EventStream::Etcd),
+            }
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, open)
+            .await
+            .unwrap_or_else(|_| Err(format!("no subscription within {} s", REQUEST_TIMEOUT.as_secs())))
+    }
+
+    /// Waits for the next frame (Vigil) or chunk (etcd) and calls `on_event` for each event in it with its
+    /// `(sequence, path)`, or with `None` for a frame that cannot be read. An error ends the subscription and says
+    /// why.
+    async fn next(&mut self, mut on_event: impl FnMut(Option<(u64, &str)>)) -> Result<(), String> {
+        match self {
+            EventStream::Vigil(ws) => match ws.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    match frame_fields(text.as_str()) {
+                        Some((sequence, path)) => on_event(Some((sequence, &path))),
+                        None => on_event(None),
+                    }
+                    Ok(())
+                }
+                Some(Ok(Message::Close(frame))) => Err(format!("closed by the server: {frame:?}")),
+                Some(Ok(_)) => Ok(()),
+                Some(Err(e)) => Err(e.to_string()),
+                None => Err("connection ended".to_string()),
+            },
+            EventStream::Etcd(watch) => watch.next(on_event).await,
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            EventStream::Vigil(mut ws) => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+            }
+            EventStream::Etcd(watch) => watch.connection.abort(),
+        }
+    }
+}
+
+impl EtcdWatch {
+    async fn open(addr: &str, prefix: &str) -> Result<EtcdWatch, String> {
+        let host = addr.strip_prefix("http://").unwrap_or(addr).trim_end_matches('/');
+        let stream = TcpStream::connect(host).await.map_err(|e| format!("connecting to {host}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("HTTP handshake with {host}: {e}"))?;
+        let connection = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        // The range [prefix, prefix with its last byte incremented) is every key under the prefix.
+        let mut end = prefix.as_bytes().to_vec();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let body = format!(
+            r#"{{"create_request":{{"key":"{}","range_end":"{}"}}}}"#,
+            common::base64_encode(prefix.as_bytes()),
+            common::base64_encode(&end)
+        );
+        let request = hyper::Request::post("/v3/watch")
+            .header(hyper::header::HOST, host)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let response = sender.send_request(request).await.map_err(|e| format!("POST {host}/v3/watch: {e}"))?;
+        let status = response.status();
+        let mut watch = EtcdWatch { body: response.into_body(), buf: Vec::new(), key: Vec::new(), connection };
+        if !status.is_success() {
+            let text = match (&mut watch.body).collect().await {
+                Ok(b) => String::from_utf8_lossy(&b.to_bytes()).chars().take(200).collect(),
+                Err(e) => e.to_string(),
+            };
+            return Err(format!("HTTP {}: {text}", status.as_u16()));
+        }
+        // The first message confirms the watch.
+        loop {
+            if let Some(i) = watch.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = watch.buf.drain(..=i).collect();
+                let text = String::from_utf8_lossy(&line);
+                if text.contains("\"created\":true") {
+                    return Ok(watch);
+                }
+                return Err(format!("unexpected first watch message: {}", text.chars().take(200).collect::<String>()));
+            }
+            watch.read().await?;
+        }
+    }
+
+    /// Reads one more chunk of the response into `buf`.
+    async fn read(&mut self) -> Result<(), String> {
+        match self.body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    self.buf.extend_from_slice(&data);
+                }
+                Ok(())
+            }
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err("watch stream ended".to_string()),
+        }
+    }
+
+    async fn next(&mut self, mut on_event: impl FnMut(Option<(u64, &str)>)) -> Result<(), String> {
+        loop {
+            let mut start = 0;
+            while let Some(len) = self.buf[start..].iter().position(|&b| b == b'\n') {
+                let line = &self.buf[start..start + len];
+                start += len + 1;
+                etcd_events(line, &mut self.key, &mut on_event)?;
+            }
+            if start > 0 {
+                self.buf.drain(..start);
+                return Ok(());
+            }
+            self.read().await?;
+        }
+    }
+}
+
+/// Calls `on_event` with `(mod_revision, key)` for each event of one watch response message. The gateway writes
+/// compact JSON with the key before the revisions, and base64 has no quotes, so substring search suffices.
+fn etcd_events(line: &[u8], key: &mut Vec<u8>, on_event: &mut impl FnMut(Option<(u64, &str)>)) -> Result<(), String> {
+    let Ok(text) = std::str::from_utf8(line) else {
+        on_event(None);
+        return Ok(());
+    };
+    if text.contains("\"canceled\":true") || text.starts_with("{\"error\"") {
+        return Err(format!("watch ended: {}", text.chars().take(300).collect::<String>()));
+    }
+    let mut rest = text;
+    while let Some(at) = rest.find("\"key\":\"") {
+        rest = &rest[at + 7..];
+        let parsed = (|| {
+            let key_end = rest.find('"')?;
+            let encoded = &rest[..key_end];
+            let revision_at = rest.find("\"mod_revision\":\"")? + 16;
+            let revision_len = rest[revision_at..].find('"')?;
+            let revision = rest[revision_at..revision_at + revision_len].parse::<u64>().ok()?;
+            common::base64_decode_into(encoded.as_bytes(), key).then_some(revision)
+        })();
+        match parsed.and_then(|revision| Some((revision, std::str::from_utf8(key).ok()?))) {
+            Some(event) => on_event(Some(event)),
+            None => on_event(None),
+        }
+    }
+    Ok(())
+}
+
 /// The `ws://` URL of the subscribe endpoint for `pattern` (JSON frames) on the node at `addr`.
 fn subscribe_url(addr: &str, pattern: &str) -> String {
     let base = match addr.strip_prefix("https://") {
@@ -230,7 +449,7 @@ fn subscribe_url(addr: &str, pattern: &str) -> String {
     format!("{base}/v1/sys/events/subscribe/{pattern}?json=true")
 }
 
-/// Opens a subscription; an error says why (HTTP status and body when the server refused the upgrade).
+/// Opens a WebSocket subscription; an error says why (HTTP status and body when the server refused the upgrade).
 async fn subscribe(url: &str, token: Option<&str>) -> Result<Ws, String> {
     let mut request = url.into_client_request().map_err(|e| format!("bad URL {url}: {e}"))?;
     if let Some(t) = token {
@@ -238,16 +457,14 @@ async fn subscribe(url: &str, token: Option<&str>) -> Result<Ws, String> {
     }
     // Frames are a few hundred bytes and the client sends nothing: small buffers keep 10,000 connections cheap.
     let config = WebSocketConfig::default().read_buffer_size(4 * 1024).write_buffer_size(0);
-    let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
-    match tokio::time::timeout(REQUEST_TIMEOUT, connect).await {
-        Ok(Ok((ws, _))) => Ok(ws),
-        Ok(Err(tungstenite::Error::Http(response))) => Err(format!(
+    match tokio_tungstenite::connect_async_with_config(request, Some(config), true).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::Error::Http(response)) => Err(format!(
             "HTTP {}: {}",
             response.status().as_u16(),
             String::from_utf8_lossy(response.body().as_deref().unwrap_or_default())
         )),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no handshake within {} s", REQUEST_TIMEOUT.as_secs())),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -272,13 +489,6 @@ fn frame_fields(text: &str) -> Option<(u64, Cow<'_, str>)> {
         let path = value.pointer("/data/event/metadata/path")?.as_str()?.to_string();
         Some((sequence, Cow::Owned(path)))
     })
-}
-
-/// A process's resident memory in KiB (`VmRSS` of `/proc/<pid>/status`).
-fn rss_kib(pid: Option<i32>) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// A process's CPU time so far (`utime + stime` of `/proc/<which>/stat`), in clock ticks; `which` is a pid or
@@ -331,12 +541,11 @@ fn raise_fd_limit() -> Option<u64> {
 }
 
 /// Writes `path` and checks it is acknowledged, so that a bad token or mount fails before measuring.
-async fn probe_write(writer: &Client, path: &str) -> Result<(), String> {
-    match writer.put(path, &serde_json::json!({ "v": "probe" })).await {
-        Ok(resp) if resp.is_success() => Ok(()),
-        Ok(resp) => Err(format!("probe write {path} on {} fails: {}", writer.addr(), describe(&resp))),
-        Err(e) => Err(format!("probe write {path} on {} fails: {e}", writer.addr())),
-    }
+async fn probe_write(target: Target, writer: &Client, path: &str) -> Result<(), String> {
+    target
+        .put(writer, path, "probe")
+        .await
+        .map_err(|e| format!("probe write {path} on {} fails: {}", writer.addr(), e.message))
 }
 
 fn run_id() -> String {
@@ -354,27 +563,36 @@ enum Arrival {
 
 /// Reads a subscription, forwarding the events whose path starts with `prefix` with their arrival time, and
 /// counting sequences that do not increase.
-async fn latency_reader(mut ws: Ws, prefix: String, tx: mpsc::UnboundedSender<Arrival>, disorder: Arc<AtomicU64>) {
+async fn latency_reader(
+    mut stream: EventStream,
+    prefix: String,
+    tx: mpsc::UnboundedSender<Arrival>,
+    disorder: Arc<AtomicU64>,
+) {
     let mut last_sequence = 0u64;
+    let mut stop: Option<String> = None;
     let reason = loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(text))) => {
+        let next = stream
+            .next(|item| {
                 let at = Instant::now();
-                let Some((sequence, path)) = frame_fields(text.as_str()) else {
-                    break format!("unexpected frame: {}", text.as_str().chars().take(200).collect::<String>());
+                let Some((sequence, path)) = item else {
+                    stop.get_or_insert_with(|| "unreadable frame".to_string());
+                    return;
                 };
                 if sequence <= last_sequence {
                     disorder.fetch_add(1, Ordering::Relaxed);
                 }
                 last_sequence = sequence;
-                if path.starts_with(&prefix) && tx.send(Arrival::Event { path: path.into_owned(), at }).is_err() {
-                    return;
+                if path.starts_with(&prefix) && tx.send(Arrival::Event { path: path.to_string(), at }).is_err() {
+                    stop.get_or_insert_with(String::new);
                 }
-            }
-            Some(Ok(Message::Close(frame))) => break format!("closed by the server: {frame:?}"),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => break e.to_string(),
-            None => break "connection ended".to_string(),
+            })
+            .await;
+        if let Err(reason) = next {
+            break reason;
+        }
+        if let Some(reason) = stop.take() {
+            break reason;
         }
     };
     let _ = tx.send(Arrival::Ended(reason));
@@ -397,33 +615,43 @@ struct LatencyStats {
 async fn latency(opts: &Opts) -> Result<(), String> {
     check_times(opts)?;
     let token = token(opts);
-    if token.is_none() {
+    if token.is_none() && opts.target == Target::Vigil {
         eprintln!("events: warning: no token (--token, VIGIL_TOKEN, <cluster-dir>/root-token)");
     }
     let (leader, sub) = leader_and_subscriber(opts, token.as_deref()).await?;
     let mount = opts.mount.trim_matches('/').to_string();
     let run = run_id();
-    let writer = client(&leader.addr, token.as_deref(), REQUEST_TIMEOUT);
-    probe_write(&writer, &format!("/v1/{mount}/bench/{run}/probe")).await?;
+    let target = opts.target;
+    let writer = target.client(&leader.addr, token.as_deref(), REQUEST_TIMEOUT);
+    probe_write(target, &writer, &format!("{mount}/bench/{run}/probe")).await?;
 
-    let ws = subscribe(&subscribe_url(&sub.addr, &opts.pattern), token.as_deref())
+    let stream = EventStream::open(target, &sub.addr, &opts.topic(), token.as_deref())
         .await
         .map_err(|e| format!("subscribing on {}: {e}", sub.addr))?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let disorder = Arc::new(AtomicU64::new(0));
-    let reader = tokio::spawn(latency_reader(ws, format!("{mount}/bench/{run}/"), tx, disorder.clone()));
+    let reader = tokio::spawn(latency_reader(stream, format!("{mount}/bench/{run}/"), tx, disorder.clone()));
     eprintln!(
-        "events: run {run}: latency, writes on the leader {} ({}), subscription `{}` on {} ({}), {} s (+{} s warm-up)",
-        leader.name, leader.addr, opts.pattern, sub.name, sub.addr, opts.duration, opts.warmup
+        "events: {} run {run}: latency, writes on the leader {} ({}), subscription `{}` on {} ({}), {} s (+{} s \
+         warm-up)",
+        target.name(),
+        leader.name,
+        leader.addr,
+        opts.topic(),
+        sub.name,
+        sub.addr,
+        opts.duration,
+        opts.warmup
     );
 
     if opts.warmup > 0.0 {
-        let warm = latency_run(&writer, &mut rx, &format!("{mount}/bench/{run}/warm"), opts.warmup, false).await?;
+        let warm =
+            latency_run(target, &writer, &mut rx, &format!("{mount}/bench/{run}/warm"), opts.warmup, false).await?;
         if warm.lost > 0 || warm.errors > 0 {
             eprintln!("events: warm-up: {} lost events, {} write errors", warm.lost, warm.errors);
         }
     }
-    let stats = latency_run(&writer, &mut rx, &format!("{mount}/bench/{run}/lat"), opts.duration, true).await?;
+    let stats = latency_run(target, &writer, &mut rx, &format!("{mount}/bench/{run}/lat"), opts.duration, true).await?;
     reader.abort();
     if let Some(e) = &stats.first_error {
         eprintln!("events: {} write errors, first: {e}", stats.errors);
@@ -443,6 +671,13 @@ async fn latency(opts: &Opts) -> Result<(), String> {
         let h = h.as_ref().unwrap_or(&empty);
         println!("| {measure} | {} | {} | {} | {} |", stats.writes, stats.events, stats.lost, quantiles(h));
     }
+    let recorder = opts.recorder();
+    recorder.record_quantiles("event_ack_to_event", stats.ack_to_event.as_ref().unwrap_or(&empty));
+    recorder.record_quantiles("event_sent_to_event", stats.sent_to_event.as_ref().unwrap_or(&empty));
+    recorder.record_quantiles("event_sent_to_ack", stats.sent_to_ack.as_ref().unwrap_or(&empty));
+    recorder.record("event_writes", stats.writes);
+    recorder.record("event_lost", stats.lost);
+    recorder.record("event_disorder", disorder);
     if stats.before_ack > 0 {
         eprintln!("events: {} events arrived before their write's 204 (counted as 0 ms ack → event)", stats.before_ack);
     }
@@ -455,9 +690,9 @@ async fn latency(opts: &Opts) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes `<key_prefix>/<i>` (as `/v1/<key_prefix>/<i>`) one at a time for `seconds`, each time waiting for its
-/// event.
+/// Writes `<key_prefix>/<i>` one at a time for `seconds`, each time waiting for its event.
 async fn latency_run(
+    target: Target,
     writer: &Client,
     rx: &mut mpsc::UnboundedReceiver<Arrival>,
     key_prefix: &str,
@@ -466,25 +701,17 @@ async fn latency_run(
 ) -> Result<LatencyStats, String> {
     let mut stats = LatencyStats::default();
     let (mut ack_to_event, mut sent_to_event, mut sent_to_ack) = (new_histogram(), new_histogram(), new_histogram());
-    let headers = [("Content-Type", "application/json")];
-    let body = serde_json::to_vec(&serde_json::json!({ "v": "x" })).expect("encode body");
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let mut i: u64 = 0;
     while Instant::now() < deadline {
         let event_path = format!("{key_prefix}/{i}");
-        let path = format!("/v1/{event_path}");
         i += 1;
         let sent = Instant::now();
-        let acked = match writer.request_raw("PUT", &path, &headers, body.clone()).await {
-            Ok(resp) if resp.is_success() => Instant::now(),
-            Ok(resp) => {
-                stats.errors += 1;
-                stats.first_error.get_or_insert_with(|| describe(&resp));
-                continue;
-            }
+        let acked = match target.put(writer, &event_path, "x").await {
+            Ok(()) => Instant::now(),
             Err(e) => {
                 stats.errors += 1;
-                stats.first_error.get_or_insert_with(|| e.to_string());
+                stats.first_error.get_or_insert(e.message);
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
@@ -588,17 +815,20 @@ struct SubStats {
     ended: Option<String>,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn subscriber(
     id: usize,
-    url: Arc<str>,
+    target: Target,
+    addr: Arc<str>,
+    topic: Arc<str>,
     token: Option<Arc<str>>,
     shared: Arc<Shared>,
     ready: oneshot::Sender<Result<(), String>>,
     mut stop: oneshot::Receiver<()>,
 ) -> SubStats {
     let mut stats = SubStats::default();
-    let mut ws = match subscribe(&url, token.as_deref()).await {
-        Ok(ws) => ws,
+    let mut stream = match EventStream::open(target, &addr, &topic, token.as_deref()).await {
+        Ok(stream) => stream,
         Err(e) => {
             let _ = ready.send(Err(e));
             return stats;
@@ -609,48 +839,26 @@ async fn subscriber(
     let _ = ready.send(Ok(()));
     let mut latencies: Vec<u64> = Vec::with_capacity(LOCAL_BATCH);
     let mut last_sequence = 0u64;
-    loop {
-        let frame = tokio::select! {
-            biased;
-            // Each subscription has its own stop channel: nothing shared is touched per frame.
-            _ = &mut stop => break,
-            frame = ws.next() => frame,
-        };
-        let text = match frame {
-            Some(Ok(Message::Text(text))) => text,
-            Some(Ok(Message::Close(frame))) => {
-                stats.ended = Some(format!("closed by the server: {frame:?}"));
-                break;
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => {
-                stats.ended = Some(e.to_string());
-                break;
-            }
-            None => {
-                stats.ended = Some("connection ended".to_string());
-                break;
-            }
-        };
+    let mut on_event = |item: Option<(u64, &str)>| {
         let arrival = shared.nanos(Instant::now());
-        let Some((sequence, path)) = frame_fields(text.as_str()) else {
+        let Some((sequence, path)) = item else {
             stats.unreadable += 1;
-            continue;
+            return;
         };
         if sequence <= last_sequence {
             stats.disorder += 1;
         }
         last_sequence = sequence;
         let Some(n) = path.strip_prefix(shared.prefix.as_str()).and_then(|n| n.parse::<usize>().ok()) else {
-            continue; // warm-up or someone else's event
+            return; // warm-up or someone else's event
         };
         if n >= shared.acks.len() {
-            continue;
+            return;
         }
         let (word, bit) = (n / 64, 1u64 << (n % 64));
         if stats.seen[word] & bit != 0 {
             stats.duplicates += 1;
-            continue;
+            return;
         }
         stats.seen[word] |= bit;
         shared.received.fetch_add(1, Ordering::Relaxed);
@@ -663,9 +871,21 @@ async fn subscriber(
                 }
             }
         }
-    }
+    };
+    let ended = loop {
+        let next = tokio::select! {
+            biased;
+            // Each subscription has its own stop channel: nothing shared is touched per frame.
+            _ = &mut stop => break None,
+            next = stream.next(&mut on_event) => next,
+        };
+        if let Err(reason) = next {
+            break Some(reason);
+        }
+    };
+    stats.ended = ended;
     shared.record(id, &mut latencies);
-    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+    stream.close().await;
     stats
 }
 
@@ -677,10 +897,11 @@ struct WriteStats {
     first_error: Option<String>,
 }
 
-/// Writes `/v1/<key_prefix><n>` for n taken from `next`, paced at `rate / writers` per writer, until `deadline`
+/// Writes `<key_prefix><n>` for n taken from `next`, paced at `rate / writers` per writer, until `deadline`
 /// (or, with `shared`, until its `acks` are used up); records acknowledgements in `shared`.
 #[allow(clippy::too_many_arguments)]
 async fn paced_writer(
+    target: Target,
     client: Client,
     w: usize,
     writers: usize,
@@ -691,8 +912,6 @@ async fn paced_writer(
     deadline: Instant,
 ) -> WriteStats {
     let mut stats = WriteStats::default();
-    let headers = [("Content-Type", "application/json")];
-    let body = serde_json::to_vec(&serde_json::json!({ "v": "x" })).expect("encode body");
     let period = Duration::from_secs_f64(writers as f64 / rate);
     let start = tokio::time::Instant::now() + Duration::from_secs_f64(w as f64 / rate);
     let mut interval = tokio::time::interval_at(start, period);
@@ -706,21 +925,16 @@ async fn paced_writer(
         if shared.as_ref().is_some_and(|s| n >= s.acks.len()) {
             break;
         }
-        let path = format!("/v1/{key_prefix}{n}");
-        match client.request_raw("PUT", &path, &headers, body.clone()).await {
-            Ok(resp) if resp.is_success() => {
+        match target.put(&client, &format!("{key_prefix}{n}"), "x").await {
+            Ok(()) => {
                 if let Some(s) = &shared {
                     s.acks[n].store(s.nanos(Instant::now()) + 1, Ordering::Release);
                 }
                 stats.ok += 1;
             }
-            Ok(resp) => {
-                stats.errors += 1;
-                stats.first_error.get_or_insert_with(|| describe(&resp));
-            }
             Err(e) => {
                 stats.errors += 1;
-                stats.first_error.get_or_insert_with(|| e.to_string());
+                stats.first_error.get_or_insert(e.message);
             }
         }
     }
@@ -741,7 +955,7 @@ async fn write_phase(
     let tasks: Vec<_> = (0..opts.writers)
         .map(|w| {
             let (c, p, n, s) = (client.clone(), key_prefix.clone(), next.clone(), shared.clone());
-            tokio::spawn(paced_writer(c, w, opts.writers, opts.rate, p, n, s, deadline))
+            tokio::spawn(paced_writer(opts.target, c, w, opts.writers, opts.rate, p, n, s, deadline))
         })
         .collect();
     let mut total = WriteStats::default();
@@ -781,19 +995,19 @@ async fn fanout(opts: &Opts) -> Result<(), String> {
         None => eprintln!("events: warning: cannot read RLIMIT_NOFILE"),
     }
     let token = token(opts);
-    if token.is_none() {
+    if token.is_none() && opts.target == Target::Vigil {
         eprintln!("events: warning: no token (--token, VIGIL_TOKEN, <cluster-dir>/root-token)");
     }
     let (leader, sub) = leader_and_subscriber(opts, token.as_deref()).await?;
     let mount = opts.mount.trim_matches('/').to_string();
     let run = run_id();
-    let writer = client(&leader.addr, token.as_deref(), REQUEST_TIMEOUT);
-    probe_write(&writer, &format!("/v1/{mount}/bench/{run}/probe")).await?;
+    let writer = opts.target.client(&leader.addr, token.as_deref(), REQUEST_TIMEOUT);
+    probe_write(opts.target, &writer, &format!("{mount}/bench/{run}/probe")).await?;
     match sub.pid {
         None => eprintln!(
             "events: no pid known for {} (no matching nodeN.addr/nodeN.pid in {}): no memory or CPU figures",
             sub.addr,
-            opts.cluster_dir.display()
+            opts.cluster_dir().display()
         ),
         Some(pid) => {
             if let Some(limit) = fd_limit_of(pid).filter(|l| *l < most + 256) {
@@ -802,13 +1016,14 @@ async fn fanout(opts: &Opts) -> Result<(), String> {
         }
     }
     eprintln!(
-        "events: run {run}: fan-out, writes on the leader {} ({}) at {}/s with {} writers, subscriptions `{}` on {} \
+        "events: {} run {run}: fan-out, writes on the leader {} ({}) at {}/s with {} writers, subscriptions `{}` on {} \
          ({}, pid {}), {} s (+{} s warm-up)",
+        opts.target.name(),
         leader.name,
         leader.addr,
         opts.rate,
         opts.writers,
-        opts.pattern,
+        opts.topic(),
         sub.name,
         sub.addr,
         sub.pid.map_or("?".to_string(), |p| p.to_string()),
@@ -854,7 +1069,8 @@ async fn fanout_run(
 
     // Connect, a batch at a time.
     let rss_before = rss_kib(sub.pid);
-    let url: Arc<str> = Arc::from(subscribe_url(&sub.addr, &opts.pattern));
+    let addr: Arc<str> = Arc::from(sub.addr.as_str());
+    let topic: Arc<str> = Arc::from(opts.topic());
     let token: Option<Arc<str>> = token.map(Arc::from);
     let mut stops = Vec::with_capacity(n);
     let mut tasks = Vec::with_capacity(n);
@@ -866,7 +1082,16 @@ async fn fanout_run(
             let (ready_tx, ready_rx) = oneshot::channel();
             let (stop_tx, stop_rx) = oneshot::channel();
             stops.push(stop_tx);
-            let task = subscriber(id, url.clone(), token.clone(), shared.clone(), ready_tx, stop_rx);
+            let task = subscriber(
+                id,
+                opts.target,
+                addr.clone(),
+                topic.clone(),
+                token.clone(),
+                shared.clone(),
+                ready_tx,
+                stop_rx,
+            );
             tasks.push(tokio::spawn(task));
             readies.push(ready_rx);
         }
@@ -1026,6 +1251,20 @@ async fn fanout_run(
     };
     let received_range = if connected == 0 { "-".to_string() } else { format!("{min_received}–{max_received}") };
     let drain_text = if drained { format!("{drain_seconds:.2}") } else { format!("> {:.0}", opts.drain) };
+    let recorder = opts.recorder();
+    let key = format!("fanout_{n}");
+    recorder.record(&format!("{key}_connected"), connected);
+    recorder.record(&format!("{key}_rate_asked"), opts.rate);
+    recorder.record(&format!("{key}_writes_per_s"), format!("{write_rate:.0}"));
+    recorder.record_quantiles(&key, &histogram);
+    recorder.record(&format!("{key}_lost"), lost);
+    recorder.record(&format!("{key}_dup"), duplicates + disorder);
+    recorder.record(&format!("{key}_kib_per_sub"), &per_sub);
+    recorder.record(&format!("{key}_rss_before_mib"), mib(rss_before));
+    recorder.record(&format!("{key}_rss_idle_mib"), mib(rss_idle));
+    recorder.record(&format!("{key}_rss_end_mib"), mib(rss_end));
+    recorder.record(&format!("{key}_node_cpu_pct"), &node_cpu);
+    recorder.record(&format!("{key}_client_cpu_pct"), &client_cpu);
     Ok(format!(
         "| {n} | {connected} | {connect_seconds:.2} | {write_rate:.0} | {} | {received_range} | {lost} | {} | {} | \
          {drain_text} | {} | {} | {} | {per_sub} | {node_cpu} | {client_cpu} |",

@@ -1,27 +1,33 @@
-//! Load tool for a live Vigil cluster (a `harness = false` bench: it measures, it asserts nothing).
+//! Load tool for a live Vigil or etcd cluster (a `harness = false` bench: it measures, it asserts nothing).
 //!
 //! Write throughput and latency:
 //!
 //! ```text
-//! cargo bench --bench load -- [--addr URL]... [--token T] [--writers 1,16,64] [--duration 10]
-//!                             [--value-size 256] [--mount kv] [--warmup 1]
+//! cargo bench --bench load -- [--target vigil|etcd] [--addr URL]... [--cluster-dir DIR] [--token T]
+//!                             [--writers 1,16,64] [--duration 10] [--value-size 256] [--mount kv] [--warmup 1]
+//!                             [--record FILE]
 //! ```
 //!
-//! For each writer count N, N tasks loop `PUT /v1/<mount>/bench/<run>/<writer>/<n>` with
-//! `{"value":"<value-size chars>"}` for `--duration` seconds (after a `--warmup` of the same load), spread
-//! round-robin over the `--addr`s. Latencies of successful (2xx) writes go into an HdrHistogram; failures are
-//! counted as errors. One markdown table row is printed per writer count.
+//! For each writer count N, N tasks loop writing `<mount>/bench/<run>-w<N>/<writer>/<n>` with a `--value-size`
+//! byte value for `--duration` seconds (after a `--warmup` of the same load), spread round-robin over the
+//! `--addr`s (default: the leader among the nodes of `--cluster-dir`, else `http://127.0.0.1:8200`). Vigil:
+//! `PUT /v1/<path>` with `{"value":"<value>"}`; etcd: `POST /v3/kv/put` with the path as key and the value
+//! (base64, as the JSON gateway wants). Latencies of acknowledged (2xx) writes go into an HdrHistogram; failures
+//! are counted as errors. One markdown table row is printed per writer count.
 //!
 //! Failover time:
 //!
 //! ```text
-//! cargo bench --bench load -- --failover [--cluster-dir .cluster] [--token T] [--mount kv]
+//! cargo bench --bench load -- --failover [--target vigil|etcd] [--cluster-dir DIR] [--token T] [--mount kv]
 //! ```
 //!
-//! Reads `<dir>/nodeN.addr` (a node's API URL) and `<dir>/nodeN.pid` (its pid), finds the leader through
-//! `GET /v1/sys/leader`, SIGKILLs it, then loops `PUT /v1/<mount>/failover/probe` through a surviving node
-//! (2 s per attempt, 30 s overall) until one succeeds, and prints the time from the kill to that success. The
-//! killed node is not restarted.
+//! Reads `<dir>/nodeN.addr` (a node's API URL) and `<dir>/nodeN.pid` (its pid), finds the leader (Vigil:
+//! `GET /v1/sys/leader`; etcd: `POST /v3/maintenance/status`), SIGKILLs it, then starts a probe write of
+//! `<mount>/failover/probe` through a surviving node every 10 ms (each with a 2 s timeout, 30 s overall) and prints
+//! the time from the kill to the first acknowledged probe. Probes overlap so that one stuck in a dead connection
+//! or a dropped proposal does not delay the measurement. The killed node is not restarted.
+//!
+//! `--record FILE` appends `<target>.<measure> <value>` lines to FILE (for scripts/bench.sh).
 //!
 //! Cargo passes `--bench` when benchmarking; without it (e.g. `cargo test --benches`, which runs bench
 //! targets as smoke tests) the tool prints a note and exits successfully instead of needing a live cluster.
@@ -33,17 +39,21 @@ use std::time::{Duration, Instant};
 mod common;
 
 use clap::Parser;
-use common::{client, describe, find_leader, new_histogram, read_nodes};
+use common::{new_histogram, read_nodes, Recorder, Target};
 use hdrhistogram::Histogram;
 use vigil::client::Client;
 
 #[derive(Debug, Parser)]
-#[command(name = "load", about = "Load and failover measurements against a live Vigil cluster")]
+#[command(name = "load", about = "Load and failover measurements against a live Vigil or etcd cluster")]
 struct Opts {
-    /// A node's API address; repeatable. Writers are spread round-robin over the addresses.
+    /// The system under test.
+    #[arg(long, value_enum, default_value = "vigil")]
+    target: Target,
+    /// A node's API address; repeatable. Writers are spread round-robin over the addresses
+    /// [default: the leader of --cluster-dir's nodes, else http://127.0.0.1:8200].
     #[arg(long = "addr", value_name = "URL")]
     addrs: Vec<String>,
-    /// The token to write with [default: $VIGIL_TOKEN, else $VAULT_TOKEN].
+    /// The token to write with (Vigil) [default: $VIGIL_TOKEN, else $VAULT_TOKEN, else <cluster-dir>/root-token].
     #[arg(long)]
     token: Option<String>,
     /// Comma-separated writer counts, one measured run each.
@@ -58,21 +68,42 @@ struct Opts {
     /// Size in bytes of each written value.
     #[arg(long, default_value_t = 256)]
     value_size: usize,
-    /// The kv mount to write under.
+    /// The kv mount to write under (for etcd: the first segment of every key).
     #[arg(long, default_value = "kv")]
     mount: String,
     /// Measure failover time instead of throughput.
     #[arg(long)]
     failover: bool,
-    /// The directory with the cluster's nodeN.addr and nodeN.pid files (--failover).
-    #[arg(long, value_name = "DIR", default_value = ".cluster")]
-    cluster_dir: PathBuf,
+    /// The directory with the cluster's nodeN.addr and nodeN.pid files [default: .cluster for Vigil,
+    /// .etcd-cluster for etcd].
+    #[arg(long, value_name = "DIR")]
+    cluster_dir: Option<PathBuf>,
+    /// Append `<target>.<measure> <value>` lines to this file.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
     /// Passed by `cargo bench`.
     #[arg(long, hide = true)]
     bench: bool,
     /// Benchmark name filters passed on by cargo; ignored.
     #[arg(hide = true)]
     filters: Vec<String>,
+}
+
+impl Opts {
+    fn cluster_dir(&self) -> PathBuf {
+        self.cluster_dir.clone().unwrap_or_else(|| PathBuf::from(self.target.default_cluster_dir()))
+    }
+
+    fn token(&self) -> Option<String> {
+        match self.target {
+            Target::Vigil => common::token(self.token.as_deref(), Some(&self.cluster_dir())),
+            Target::Etcd => None,
+        }
+    }
+
+    fn recorder(&self) -> Recorder {
+        Recorder::new(self.record.as_deref(), self.target)
+    }
 }
 
 fn main() -> ExitCode {
@@ -101,10 +132,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn token(opts: &Opts) -> Option<String> {
-    common::token(opts.token.as_deref(), None)
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // Throughput and latency.
 
@@ -116,50 +143,72 @@ struct WriterStats {
     first_error: Option<String>,
 }
 
+/// The addresses to write to: `--addr`s, else the leader of the cluster directory's nodes, else Vigil's default.
+async fn write_addrs(opts: &Opts, token: Option<&str>) -> Result<Vec<String>, String> {
+    if !opts.addrs.is_empty() {
+        return Ok(opts.addrs.clone());
+    }
+    let dir = opts.cluster_dir();
+    match read_nodes(&dir) {
+        Ok(nodes) if !nodes.is_empty() => {
+            let leader = opts.target.find_leader(&nodes, token).await?;
+            Ok(vec![nodes[leader].addr.clone()])
+        }
+        _ if opts.target == Target::Vigil => Ok(vec!["http://127.0.0.1:8200".to_string()]),
+        _ => Err(format!("no --addr and no nodeN.addr files in {}", dir.display())),
+    }
+}
+
 async fn load(opts: &Opts) -> Result<(), String> {
-    let addrs = if opts.addrs.is_empty() { vec!["http://127.0.0.1:8200".to_string()] } else { opts.addrs.clone() };
     if opts.writers.is_empty() || opts.writers.contains(&0) {
         return Err("--writers must list positive writer counts".to_string());
     }
     if !opts.duration.is_finite() || opts.duration <= 0.0 || !opts.warmup.is_finite() || opts.warmup < 0.0 {
         return Err("--duration must be positive and --warmup non-negative".to_string());
     }
-    let token = token(opts);
-    if token.is_none() {
+    let target = opts.target;
+    let token = opts.token();
+    if token.is_none() && target == Target::Vigil {
         eprintln!("load: warning: no token (--token, VIGIL_TOKEN); writes will likely be denied");
     }
+    let addrs = write_addrs(opts, token.as_deref()).await?;
     // One client per address; writer tasks share its connection pool (one connection per busy writer).
-    let clients: Vec<Client> = addrs.iter().map(|a| client(a, token.as_deref(), Duration::from_secs(10))).collect();
+    let clients: Vec<Client> =
+        addrs.iter().map(|a| target.client(a, token.as_deref(), Duration::from_secs(10))).collect();
     for c in &clients {
-        c.get("/v1/sys/health?standbyok=true&perfstandbyok=true")
-            .await
-            .map_err(|e| format!("{} is not reachable: {e}", c.addr()))?;
+        target.ping(c).await?;
     }
     let mount = opts.mount.trim_matches('/').to_string();
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     eprintln!(
-        "load: run {run_id}: {} s per writer count (+{} s warm-up), {}-byte values, mount {mount}, nodes {}",
+        "load: {} run {run_id}: {} s per writer count (+{} s warm-up), {}-byte values, mount {mount}, nodes {}",
+        target.name(),
         opts.duration,
         opts.warmup,
         opts.value_size,
         addrs.join(", ")
     );
 
+    let recorder = opts.recorder();
     println!("| writers | writes/s | p50 ms | p99 ms | p99.9 ms | errors |");
     println!("|--------:|---------:|-------:|-------:|---------:|-------:|");
     for &writers in &opts.writers {
-        let prefix = format!("/v1/{mount}/bench/{run_id}-w{writers}");
+        let prefix = format!("{mount}/bench/{run_id}-w{writers}");
         if opts.warmup > 0.0 {
-            let warm = run(&clients, writers, &format!("{prefix}-warmup"), opts, opts.warmup).await;
+            let warm = run(target, &clients, writers, &format!("{prefix}-warmup"), opts, opts.warmup).await;
             if let Some(e) = &warm.first_error {
                 eprintln!("load: warm-up with {writers} writers: {} errors, first: {e}", warm.errors);
             }
         }
-        let stats = run(&clients, writers, &prefix, opts, opts.duration).await;
+        let stats = run(target, &clients, writers, &prefix, opts, opts.duration).await;
         if let Some(e) = &stats.first_error {
             eprintln!("load: {writers} writers: {} errors, first: {e}", stats.errors);
         }
         println!("{}", row(writers, &stats));
+        let key = format!("write_w{writers}");
+        recorder.record(&format!("{key}_per_s"), format!("{:.0}", stats.rate()));
+        recorder.record_quantiles(&key, &stats.histogram);
+        recorder.record(&format!("{key}_errors"), stats.errors);
     }
     Ok(())
 }
@@ -173,17 +222,22 @@ struct RunStats {
     elapsed: Duration,
 }
 
+impl RunStats {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
 /// Runs `writers` tasks for `seconds` and merges what they saw.
-async fn run(clients: &[Client], writers: usize, prefix: &str, opts: &Opts, seconds: f64) -> RunStats {
+async fn run(target: Target, clients: &[Client], writers: usize, prefix: &str, opts: &Opts, seconds: f64) -> RunStats {
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(seconds);
     let mut tasks = Vec::with_capacity(writers);
     for w in 0..writers {
         let client = clients[w % clients.len()].clone();
         let prefix = format!("{prefix}/{w}");
-        let body =
-            serde_json::to_vec(&serde_json::json!({ "value": value(opts.value_size, w as u64) })).expect("encode body");
-        tasks.push(tokio::spawn(writer(client, prefix, body, deadline)));
+        let value = value(opts.value_size, w as u64);
+        tasks.push(tokio::spawn(writer(target, client, prefix, value, deadline)));
     }
     let mut merged =
         RunStats { histogram: new_histogram(), ok: 0, errors: 0, first_error: None, elapsed: Duration::ZERO };
@@ -207,29 +261,24 @@ async fn run(clients: &[Client], writers: usize, prefix: &str, opts: &Opts, seco
     merged
 }
 
-/// One writer: PUTs `<prefix>/<n>` for n = 0, 1, ... until `deadline`.
-async fn writer(client: Client, prefix: String, body: Vec<u8>, deadline: Instant) -> WriterStats {
+/// One writer: writes `<prefix>/<n>` for n = 0, 1, ... until `deadline`.
+async fn writer(target: Target, client: Client, prefix: String, value: String, deadline: Instant) -> WriterStats {
     let mut stats = WriterStats { histogram: new_histogram(), ok: 0, errors: 0, first_error: None };
-    let headers = [("Content-Type", "application/json")];
     let mut n: u64 = 0;
     while Instant::now() < deadline {
         let path = format!("{prefix}/{n}");
         n += 1;
         let sent = Instant::now();
-        match client.request_raw("PUT", &path, &headers, body.clone()).await {
-            Ok(resp) if resp.is_success() => {
+        match target.put(&client, &path, &value).await {
+            Ok(()) => {
                 let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
                 stats.histogram.saturating_record(micros.max(1));
                 stats.ok += 1;
             }
-            Ok(resp) => {
-                stats.errors += 1;
-                stats.first_error.get_or_insert_with(|| describe(&resp));
-            }
             Err(e) => {
                 stats.errors += 1;
-                stats.first_error.get_or_insert_with(|| e.to_string());
-                if e.is_connect() {
+                stats.first_error.get_or_insert(e.message);
+                if e.connect {
                     // Don't spin on a node that is down.
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
@@ -273,18 +322,17 @@ fn row(writers: usize, stats: &RunStats) -> String {
 
 async fn failover(opts: &Opts) -> Result<(), String> {
     const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+    const PROBE_EVERY: Duration = Duration::from_millis(10);
     const CAP: Duration = Duration::from_secs(30);
 
-    let nodes = read_nodes(&opts.cluster_dir)?;
+    let target = opts.target;
+    let dir = opts.cluster_dir();
+    let nodes = read_nodes(&dir)?;
     if nodes.len() < 2 {
-        return Err(format!(
-            "need at least 2 nodeN.addr files in {}, found {}",
-            opts.cluster_dir.display(),
-            nodes.len()
-        ));
+        return Err(format!("need at least 2 nodeN.addr files in {}, found {}", dir.display(), nodes.len()));
     }
-    let token = token(opts);
-    let leader_index = find_leader(&nodes, token.as_deref()).await?;
+    let token = opts.token();
+    let leader_index = target.find_leader(&nodes, token.as_deref()).await?;
     let leader = &nodes[leader_index];
     let pid = leader
         .pid
@@ -292,21 +340,20 @@ async fn failover(opts: &Opts) -> Result<(), String> {
         .ok_or_else(|| format!("no valid {}.pid for the leader {}", leader.name, leader.addr))?;
     let survivor =
         nodes.iter().enumerate().find(|(i, _)| *i != leader_index).map(|(_, n)| n.clone()).expect("at least two nodes");
-    let probe_path = format!("/v1/{}/failover/probe", opts.mount.trim_matches('/'));
-    let probe = client(&survivor.addr, token.as_deref(), ATTEMPT_TIMEOUT);
-    let body = |attempt: u64| serde_json::json!({ "value": format!("attempt {attempt}") });
+    let probe_path = format!("{}/failover/probe", opts.mount.trim_matches('/'));
+    let probe = target.client(&survivor.addr, token.as_deref(), ATTEMPT_TIMEOUT);
 
     // The probe must work before the kill, or the measurement would only time a misconfiguration.
-    match probe.put(&probe_path, &body(0)).await {
-        Ok(resp) if resp.is_success() => {}
-        Ok(resp) => {
-            return Err(format!("probe write via {} fails before failover: {}", survivor.addr, describe(&resp)))
-        }
-        Err(e) => return Err(format!("probe write via {} fails before failover: {e}", survivor.addr)),
+    if let Err(e) = target.put(&probe, &probe_path, "attempt 0").await {
+        return Err(format!("probe write via {} fails before failover: {}", survivor.addr, e.message));
     }
     eprintln!(
-        "load: leader is {} ({}, pid {pid}); probing via {} ({})",
-        leader.name, leader.addr, survivor.name, survivor.addr
+        "load: {} leader is {} ({}, pid {pid}); probing via {} ({})",
+        target.name(),
+        leader.name,
+        leader.addr,
+        survivor.name,
+        survivor.addr
     );
 
     // SAFETY: kill(2) has no memory-safety preconditions.
@@ -315,29 +362,45 @@ async fn failover(opts: &Opts) -> Result<(), String> {
         return Err(format!("kill -9 {pid}: {}", std::io::Error::last_os_error()));
     }
 
+    // Overlapping probes; the first acknowledged one ends the measurement.
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Result<Instant, String>>();
+    let mut ticker = tokio::time::interval(PROBE_EVERY);
     let mut attempts: u64 = 0;
     let mut last_error = String::from("none");
-    while killed_at.elapsed() < CAP {
-        attempts += 1;
-        match probe.put(&probe_path, &body(attempts)).await {
-            Ok(resp) if resp.is_success() => {
-                let ms = killed_at.elapsed().as_millis();
-                eprintln!("load: {attempts} attempts");
-                println!(
-                    "failover: {ms} ms (SIGKILL of {} to first successful write via {})",
-                    leader.addr, survivor.addr
-                );
-                return Ok(());
+    let acked = loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if killed_at.elapsed() >= CAP {
+                    break None;
+                }
+                attempts += 1;
+                let (probe, path, tx) = (probe.clone(), probe_path.clone(), done_tx.clone());
+                let value = format!("attempt {attempts}");
+                tokio::spawn(async move {
+                    let _ = tx.send(target.put(&probe, &path, &value).await.map(|()| Instant::now()).map_err(|e| e.message));
+                });
             }
-            Ok(resp) => last_error = describe(&resp),
-            Err(e) => last_error = e.to_string(),
+            Some(result) = done_rx.recv() => match result {
+                Ok(at) => break Some(at),
+                Err(e) => last_error = e,
+            },
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Err(format!(
-        "failover: no successful write via {} within {} s of killing {} ({attempts} attempts, last error: {last_error})",
-        survivor.addr,
-        CAP.as_secs(),
-        leader.addr
-    ))
+    };
+    let Some(acked) = acked else {
+        return Err(format!(
+            "failover: no successful write via {} within {} s of killing {} ({attempts} attempts, last error: \
+             {last_error})",
+            survivor.addr,
+            CAP.as_secs(),
+            leader.addr
+        ));
+    };
+    let ms = acked.duration_since(killed_at).as_millis();
+    eprintln!("load: {attempts} probes started");
+    println!(
+        "failover: {ms} ms (SIGKILL of {} {} to first acknowledged write via {})",
+        leader.name, leader.addr, survivor.addr
+    );
+    opts.recorder().record("failover_ms", ms);
+    Ok(())
 }
