@@ -222,10 +222,10 @@ impl SnapshotStore {
 
 /// The last log id covered by the snapshot kept (durably) in `storage`, if any.
 ///
-/// While a snapshot from the leader is being received and installed, the log store does not purge beyond it:
-/// openraft issues the purge that follows an install at the same time as the install itself, and a crash after the
-/// purge but before the installed snapshot is on disk would leave a log purged beyond its snapshot, which openraft
-/// refuses to start from. See [`StateMachine::installs_in_flight`].
+/// While a snapshot from the leader is being received and installed, a purge beyond it waits until the install is
+/// on disk: openraft issues the purge that follows an install at the same time as the install itself, and a crash
+/// after the purge but before the installed snapshot is on disk would leave a log purged beyond its snapshot, which
+/// openraft refuses to start from. See [`StateMachine::installs_in_flight`].
 pub(super) fn kept_snapshot_last_log_id(storage: &dyn Storage) -> Result<Option<LogId>, StorageError> {
     if let Some(bytes) = storage.get(Keyspace::State, SNAPSHOT_LAST_LOG_ID_KEY)? {
         return codec::decode(&bytes);
@@ -357,11 +357,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         // Capture the state now, between applies; see the module docs.
-        let entries: Result<Vec<_>, _> = self
-            .storage
-            .scan_prefix(Keyspace::State, b"")
-            .filter(|item| !matches!(item, Ok((k, _)) if k.starts_with(RAFT_PREFIX)))
-            .collect();
+        // Every key but the Raft layer's own (which include the previous snapshot: never read it back for this).
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let before = self.storage.range(Keyspace::State, (Unbounded, Excluded(RAFT_PREFIX.to_vec())));
+        let after = match prefix_successor(RAFT_PREFIX) {
+            Some(end) => self.storage.range(Keyspace::State, (Included(end), Unbounded)),
+            None => Box::new(std::iter::empty()),
+        };
+        let entries: Result<Vec<_>, _> = before.chain(after).collect();
         SnapshotBuilder {
             snapshots: self.snapshots.clone(),
             last_applied: self.last_applied,
