@@ -245,11 +245,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
         }
-        let upto = log_id;
-        tracing::debug!(upto = upto.index, "purging log");
+        tracing::debug!(upto = log_id.index, "purging log");
         // Record the purge point first: storage persists writes in order, so the marker is never behind the data.
-        self.write_meta(LAST_PURGED_KEY, &upto)?;
-        self.delete_range((Bound::Unbounded, Bound::Included(index_key(upto.index))))
+        self.write_meta(LAST_PURGED_KEY, &log_id)?;
+        self.delete_range((Bound::Unbounded, Bound::Included(index_key(log_id.index))))
     }
 }
 
