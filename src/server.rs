@@ -21,6 +21,8 @@ use crate::http::{self, Api};
 use crate::raft::{transport, NodeInfo, RaftNode, RaftSettings, StateReader};
 use crate::storage::{SledStorage, Storage};
 
+/// The Raft log's directory inside `storage.path` (sled keeps everything else there).
+const RAFT_LOG_DIR: &str = "raft-log";
 /// How often `retry_join` tries again.
 const RETRY_JOIN_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -105,7 +107,8 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         EventBus::new(StateReader::new(storage.clone()))
             .map_err(|e| startup("cannot read the event log")(e.to_string()))?,
     );
-    let node = RaftNode::start(info, storage, Arc::new(Applier::new(events.clone())), &settings)
+    let log_dir = config.storage.path.join(RAFT_LOG_DIR);
+    let node = RaftNode::start(info, &log_dir, storage, Arc::new(Applier::new(events.clone())), &settings)
         .await
         .map_err(|e| startup("cannot start raft")(e.to_string()))?;
     let engines = Engines::new(node.clone(), events);

@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::raft::state_machine::ApplyContext;
 use crate::raft::{codec, CommandApplier, ProposeError, RaftNode, StateReader, StateTxn};
-use crate::storage::StorageError;
+use crate::storage::{StorageError, WriteBatch};
 
 pub use mounts::MountEntry;
 
@@ -249,8 +249,8 @@ impl CommandApplier for Applier {
         codec::encode(&result)
     }
 
-    fn after_write(&self) -> std::result::Result<(), StorageError> {
-        self.events.on_applied()
+    fn after_write(&self, written: Option<&WriteBatch>) -> std::result::Result<(), StorageError> {
+        self.events.on_applied(written)
     }
 }
 

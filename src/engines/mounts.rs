@@ -96,7 +96,7 @@ pub fn list(state: &StateReader) -> Result<Vec<MountEntry>> {
 
 /// The mount at exactly `path` (with trailing slash).
 pub fn get(state: &StateReader, path: &str) -> Result<Option<MountEntry>> {
-    state.get(&mount_key(path))?.map(|v| decode_stored(&v)).transpose()
+    state.get_decoded(&mount_key(path), decode_stored)
 }
 
 /// Routes a request path (without `/v1/`) to its mount: the mount and the rest of the path below it.
@@ -145,11 +145,8 @@ fn existing_mounts(txn: &StateTxn<'_>) -> std::result::Result<Vec<MountEntry>, S
 
 /// Reads the mount a data command targets, if it is still the same mounting.
 pub(crate) fn current(txn: &StateTxn<'_>, mount: &MountRef) -> std::result::Result<Option<MountEntry>, StorageError> {
-    let Some(bytes) = txn.get(&mount_key(&mount.path))? else {
-        return Ok(None);
-    };
-    let entry: MountEntry = codec::decode(&bytes)?;
-    Ok((entry.uuid == mount.uuid).then_some(entry))
+    let entry: Option<MountEntry> = txn.get_decoded(&mount_key(&mount.path), codec::decode)?;
+    Ok(entry.filter(|entry| entry.uuid == mount.uuid))
 }
 
 /// Applies a mount: the path must be free and must not overlap another mount.

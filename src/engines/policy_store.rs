@@ -40,12 +40,13 @@ pub fn acl_for(state: &StateReader, token: &TokenEntry) -> Result<Acl> {
     }
     let mut policies: Vec<Policy> = Vec::with_capacity(token.policies.len());
     for name in &token.policies {
-        if let Some(text) = get(state, name)? {
+        // Parsed once per version of the policy, through the read cache.
+        let parsed = state.get_decoded(&key(name), |bytes| {
             // Stored text was validated before it was written; a failure here means corruption.
-            let parsed =
-                policy::parse(name, &text).map_err(|e| Error::Internal(format!("stored policy {name}: {e}")))?;
-            policies.push(parsed);
-        }
+            policy::parse(name, &String::from_utf8_lossy(bytes))
+                .map_err(|e| Error::Internal(format!("stored policy {name}: {e}")))
+        })?;
+        policies.extend(parsed);
     }
     Ok(Acl::new(&policies))
 }

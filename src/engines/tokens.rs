@@ -147,7 +147,7 @@ pub fn lookup(state: &StateReader, token_id: &str) -> Result<Option<TokenEntry>>
 
 /// Looks a token up by the hash of its id; an expired token is treated as absent.
 pub fn lookup_hash(state: &StateReader, id_hash: &str) -> Result<Option<TokenEntry>> {
-    let entry: Option<TokenEntry> = state.get(&key(id_hash))?.map(|v| decode_stored(&v)).transpose()?;
+    let entry: Option<TokenEntry> = state.get_decoded(&key(id_hash), decode_stored)?;
     Ok(entry.filter(|t| !t.is_expired(now_unix_nanos())))
 }
 

@@ -202,10 +202,33 @@ impl StateReader {
         self.storage.get(Keyspace::State, key)
     }
 
+    /// Reads one key of the applied state decoded by `decode`, through the storage's
+    /// [`crate::storage::ReadCache`]: for the records most requests read (tokens, mounts, policies).
+    pub fn get_decoded<T, E>(&self, key: &[u8], decode: impl FnOnce(&[u8]) -> Result<T, E>) -> Result<Option<T>, E>
+    where
+        T: Clone + Send + Sync + 'static,
+        E: From<StorageError>,
+    {
+        get_decoded(self.storage.as_ref(), key, decode)
+    }
+
     /// Lists the applied state's entries under `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StorageError> {
         self.storage.scan_prefix(Keyspace::State, prefix).collect()
     }
+}
+
+/// [`StateReader::get_decoded`] on any storage.
+pub(crate) fn get_decoded<T, E>(
+    storage: &dyn Storage,
+    key: &[u8],
+    decode: impl FnOnce(&[u8]) -> Result<T, E>,
+) -> Result<Option<T>, E>
+where
+    T: Clone + Send + Sync + 'static,
+    E: From<StorageError>,
+{
+    storage.read_cache().get_or_load(key, || storage.get(Keyspace::State, key)?.map(|bytes| decode(&bytes)).transpose())
 }
 
 /// Helper for the rare places that need a `BTreeMap` of members.
@@ -284,7 +307,8 @@ mod conformance {
                 Arc::new(SledStorage::open(dir.path()).map_err(|e| openraft::StorageIOError::<NodeId>::read(&e))?);
             let sm = StateMachine::open(storage.clone(), Arc::new(NoCommands))
                 .map_err(|e| openraft::StorageIOError::<NodeId>::read(&e))?;
-            let log_store = LogStore::new(storage).map_err(|e| openraft::StorageIOError::<NodeId>::read(&e))?;
+            let log_store = LogStore::open(&dir.path().join("raft-log"), storage)
+                .map_err(|e| openraft::StorageIOError::<NodeId>::read(&e))?;
             Ok((dir, log_store, sm))
         }
     }

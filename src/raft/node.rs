@@ -89,9 +89,11 @@ pub struct RaftNode {
 }
 
 impl RaftNode {
-    /// Starts Raft for the node `info` on `storage`, applying commands with `applier`.
+    /// Starts Raft for the node `info` with its log in directory `log_dir` and everything else in `storage`,
+    /// applying commands with `applier`.
     pub async fn start(
         info: NodeInfo,
+        log_dir: &std::path::Path,
         storage: Arc<dyn Storage>,
         applier: Arc<dyn CommandApplier>,
         settings: &RaftSettings,
@@ -116,7 +118,8 @@ impl RaftNode {
             storage.get(Keyspace::Node, CLUSTER_SECRET_KEY)?.map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
         let secret = ClusterSecret::new(secret);
         let state_machine = StateMachine::open(storage.clone(), applier)?;
-        let log_store = LogStore::new(storage.clone())?.holding_purges_while(state_machine.installs_in_flight());
+        let log_store =
+            LogStore::open(log_dir, storage.clone())?.holding_purges_while(state_machine.installs_in_flight());
         let network = NetworkFactory::new(secret.clone(), &info.name);
         let raft = Raft::new(id, Arc::new(config), network, log_store, state_machine)
             .await

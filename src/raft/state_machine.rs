@@ -49,10 +49,11 @@ pub trait CommandApplier: Send + Sync + 'static {
     /// `Err`, and stops the node.
     fn apply(&self, ctx: &ApplyContext<'_>, command: &[u8], txn: &mut StateTxn<'_>) -> Result<Vec<u8>, StorageError>;
 
-    /// Called after applied entries, or an installed snapshot, were written to storage, on the state machine's
-    /// task, so the engines can publish what changed (the event bus). An error stops the node like any storage
-    /// failure.
-    fn after_write(&self) -> Result<(), StorageError> {
+    /// Called after applied entries were written to storage as `written`, or an installed snapshot replaced the
+    /// whole state (`None`), on the state machine's task, so the engines can publish what changed (the event
+    /// bus) without reading it back. An error stops the node like any storage failure.
+    fn after_write(&self, written: Option<&WriteBatch>) -> Result<(), StorageError> {
+        let _ = written;
         Ok(())
     }
 }
@@ -101,6 +102,19 @@ impl<'a> StateTxn<'a> {
         match self.pending.get(key) {
             Some(value) => Ok(value.clone()),
             None => self.storage.get(Keyspace::State, key),
+        }
+    }
+
+    /// Reads a key decoded by `decode`, seeing this transaction's own writes; applied values come through the
+    /// storage's read cache (see [`super::StateReader::get_decoded`]).
+    pub fn get_decoded<T, E>(&self, key: &[u8], decode: impl FnOnce(&[u8]) -> Result<T, E>) -> Result<Option<T>, E>
+    where
+        T: Clone + Send + Sync + 'static,
+        E: From<StorageError>,
+    {
+        match self.pending.get(key) {
+            Some(value) => value.as_deref().map(decode).transpose(),
+            None => super::get_decoded(self.storage, key, decode),
         }
     }
 
@@ -201,7 +215,7 @@ impl SnapshotStore {
         }
         let mut batch = WriteBatch::new();
         Self::add_to(&mut batch, snapshot)?;
-        self.storage.write(Keyspace::State, batch)?;
+        self.storage.write(Keyspace::State, &batch)?;
         self.storage.flush()?;
         Ok(true)
     }
@@ -306,10 +320,10 @@ impl StateMachine {
         let mut batch = txn.into_batch();
         batch.put(APPLIED_KEY, codec::encode(&last_applied)?);
         batch.put(MEMBERSHIP_KEY, codec::encode(&membership)?);
-        self.storage.write(Keyspace::State, batch)?;
+        self.storage.write(Keyspace::State, &batch)?;
         self.last_applied = last_applied;
         self.membership = membership;
-        self.applier.after_write()?;
+        self.applier.after_write(Some(&batch))?;
         Ok(responses)
     }
 
@@ -330,12 +344,12 @@ impl StateMachine {
         // A batch applies its operations in order, so the inserts win over the deletes of the same keys.
         {
             let _guard = self.snapshots.lock();
-            self.storage.write(Keyspace::State, batch)?;
+            self.storage.write(Keyspace::State, &batch)?;
             self.storage.flush()?;
         }
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        self.applier.after_write()?;
+        self.applier.after_write(None)?;
         Ok(())
     }
 }
@@ -486,7 +500,7 @@ mod tests {
         assert_eq!(txn.get(b"a/2").expect("get"), Some(b"stored".to_vec()));
         assert_eq!(txn.get(b"a/3").expect("get"), Some(b"new".to_vec()));
         assert_eq!(txn.get(b"a/4").expect("get"), None);
-        let batch = txn.into_batch().into_ops();
-        assert_eq!(batch, vec![(b"a/1".to_vec(), None), (b"a/3".to_vec(), Some(b"new".to_vec()))]);
+        let batch = txn.into_batch();
+        assert_eq!(batch.ops(), &[(b"a/1".to_vec(), None), (b"a/3".to_vec(), Some(b"new".to_vec()))]);
     }
 }

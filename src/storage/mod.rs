@@ -1,26 +1,31 @@
 //! The storage layer: an ordered, durable key-value store behind a small trait.
 //!
-//! Everything a node persists (the Raft log, its vote, the state machine, snapshots, node-local secrets) lives in
-//! one [`Storage`] split into [`Keyspace`]s. The trait is deliberately narrow — point reads, ordered scans, one
+//! Everything a node persists but the Raft log (its vote, the state machine, snapshots, node-local secrets) lives
+//! in one [`Storage`] split into [`Keyspace`]s; the log itself is a [`segment_log::SegmentLog`], files written
+//! sequentially and synced with `fdatasync`, because it is the one thing synced on every write. The trait is deliberately narrow — point reads, ordered scans, one
 //! atomic batch per keyspace, and a durable flush — so the engine behind it can be swapped. Today it is sled 0.34
 //! ([`sled_store::SledStorage`]); sled is unmaintained, so redb is the planned alternative, and nothing above this
 //! module names sled.
 //!
-//! Durability contract: a write is durable once a later [`Storage::flush`] returns. Writes become durable in the
-//! order they were made, across keyspaces (sled has one log for all trees), which is what lets the Raft log store
-//! acknowledge many appends with one flush.
+//! Durability contract: a write is durable once a later [`Storage::flush`] returns (a real fsync). Writes become
+//! durable in the order they were made, across keyspaces (sled has one log for all trees), so state written after
+//! the purge point is never on disk without it.
 
+mod read_cache;
+pub mod segment_log;
 mod sled_store;
 
 use std::fmt;
 use std::ops::Bound;
 
+pub use read_cache::ReadCache;
 pub use sled_store::SledStorage;
 
 /// The separate key spaces of one node's storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Keyspace {
-    /// Raft log entries, keyed by big-endian log index.
+    /// Raft log entries, keyed by big-endian log index, as versions before the segment files kept them; read
+    /// once at start-up to move them (see `raft::log_store`).
     Log,
     /// Raft's own metadata: vote, committed and last-purged log ids.
     RaftMeta,
@@ -98,8 +103,8 @@ impl WriteBatch {
     }
 
     /// The writes in order: `(key, Some(value))` to set, `(key, None)` to remove.
-    pub fn into_ops(self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        self.ops
+    pub fn ops(&self) -> &[(Vec<u8>, Option<Vec<u8>>)] {
+        &self.ops
     }
 }
 
@@ -114,8 +119,12 @@ pub trait Storage: Send + Sync + 'static {
     /// The entry with the greatest key, if any.
     fn last(&self, ks: Keyspace) -> Result<Option<KeyValue>>;
 
-    /// Applies `batch` atomically: after a crash either all of it or none of it is visible.
-    fn write(&self, ks: Keyspace, batch: WriteBatch) -> Result<()>;
+    /// Applies `batch` atomically: after a crash either all of it or none of it is visible. Writes to
+    /// [`Keyspace::State`] invalidate their keys in [`Storage::read_cache`] before this returns.
+    fn write(&self, ks: Keyspace, batch: &WriteBatch) -> Result<()>;
+
+    /// Decoded values of [`Keyspace::State`] keys, kept coherent with [`Storage::write`].
+    fn read_cache(&self) -> &ReadCache;
 
     /// Makes every write made before this call durable (fsync). Blocking: call it off the async runtime.
     fn flush(&self) -> Result<()>;
@@ -134,7 +143,7 @@ pub trait Storage: Send + Sync + 'static {
     fn put(&self, ks: Keyspace, key: &[u8], value: &[u8]) -> Result<()> {
         let mut batch = WriteBatch::new();
         batch.put(key, value);
-        self.write(ks, batch)
+        self.write(ks, &batch)
     }
 }
 
@@ -180,7 +189,7 @@ mod tests {
         batch.put(b"a/2".to_vec(), b"y".to_vec());
         batch.put(b"b/1".to_vec(), b"z".to_vec());
         batch.delete(b"a/2".to_vec());
-        store.write(Keyspace::State, batch).expect("write");
+        store.write(Keyspace::State, &batch).expect("write");
         store.put(Keyspace::Node, b"a/9", b"n").expect("put");
 
         assert_eq!(keys(store.scan_prefix(Keyspace::State, b"a/")), vec![b"a/1".to_vec()]);

@@ -1,7 +1,7 @@
 //! The event bus of one node: tells subscriptions what this node has applied, and hands them the events.
 //!
 //! There is no per-subscription queue to overflow. After every applied batch the state machine calls
-//! [`EventBus::on_applied`], which reads the new events from the state once, appends them to a shared in-memory
+//! [`EventBus::on_applied`] with the batch it wrote, which takes the new events from it, appends them to a shared in-memory
 //! ring of recent events and publishes the new head in a `watch` channel. Each subscription keeps only its cursor:
 //! woken by the channel, it takes the events after its cursor from the ring, or — when it has fallen so far behind
 //! that they left the ring — from the stored event log. So a slow subscriber never slows writes or other
@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use super::{meta, read_range, Event};
-use crate::raft::StateReader;
-use crate::storage::StorageError;
+use super::{meta, read_range, written_events, Event, EventLogMeta, META_KEY};
+use crate::raft::{codec, StateReader};
+use crate::storage::{StorageError, WriteBatch};
 
 /// How many recent events the ring keeps in memory.
 pub const RING_CAPACITY: usize = 4096;
@@ -123,11 +123,21 @@ impl EventBus {
         self.status.subscribe()
     }
 
-    /// Publishes what the last applied batch (or installed snapshot) added. Called by the state machine after it
-    /// wrote the batch, on its own task; reads the new events once for every subscription.
-    pub fn on_applied(&self) -> Result<(), StorageError> {
-        let meta = meta(&self.state)?;
+    /// Publishes what the last applied batch, `written` (`None`: an installed snapshot, which replaced
+    /// everything), added. Called by the state machine after it wrote the batch, on its own task; takes the new
+    /// events from the batch (or, after a snapshot, reads them) once for every subscription.
+    pub fn on_applied(&self, written: Option<&WriteBatch>) -> Result<(), StorageError> {
         let before = self.status();
+        let meta = match written.and_then(|batch| batch.ops().iter().find(|(key, _)| key == META_KEY)) {
+            Some((_, Some(bytes))) => codec::decode(bytes)?,
+            // The batch did not touch the event log.
+            None if written.is_some() => EventLogMeta {
+                last_sequence: before.last_sequence,
+                trimmed_through: before.trimmed_through,
+                id_seed: String::new(),
+            },
+            _ => meta(&self.state)?,
+        };
         let auth_changed = self.auth_changed.swap(false, Ordering::Relaxed);
         if meta.last_sequence == before.last_sequence && meta.trimmed_through == before.trimmed_through && !auth_changed
         {
@@ -144,7 +154,11 @@ impl EventBus {
                 if ring.back().is_some_and(|last| last.event.sequence + 1 != from) {
                     ring.clear(); // keep the ring contiguous
                 }
-                for event in read_range(&self.state, from, meta.last_sequence)? {
+                let events = match written.map(|batch| written_events(batch, from, meta.last_sequence)) {
+                    Some(Some(events)) => events?,
+                    _ => read_range(&self.state, from, meta.last_sequence)?,
+                };
+                for event in events {
                     if ring.len() == self.capacity {
                         ring.pop_front();
                     }
@@ -212,9 +226,12 @@ mod tests {
     use crate::storage::SledStorage;
 
     /// Stores events `from..=to` and the log's bookkeeping the way apply does, then tells the bus.
+    /// Every other call tells the bus what was written, the others make it read the new events back (as after
+    /// a snapshot install): both must give the same result.
     fn append(storage: &SledStorage, bus: &EventBus, from: u64, to: u64, trimmed_through: u64) {
-        store_test_log(storage, from, to, trimmed_through, |sequence| sequence as i64);
-        bus.on_applied().expect("on_applied");
+        let batch = store_test_log(storage, from, to, trimmed_through, |sequence| sequence as i64);
+        let written = (from % 2 == 1).then_some(&batch);
+        bus.on_applied(written).expect("on_applied");
     }
 
     fn sequences(events: &[Arc<Published>]) -> Vec<u64> {
@@ -250,7 +267,7 @@ mod tests {
         // Token and policy changes bump the epoch, even without new events.
         let epoch = bus.status().auth_epoch;
         bus.note_auth_change();
-        bus.on_applied().expect("on_applied");
+        bus.on_applied(Some(&WriteBatch::new())).expect("on_applied");
         assert_eq!(bus.status().auth_epoch, epoch + 1);
     }
 

@@ -29,7 +29,7 @@ use super::policy::Acl;
 use super::{ApplyError, Output};
 use crate::raft::state_machine::ApplyContext;
 use crate::raft::{codec, StateReader, StateTxn};
-use crate::storage::StorageError;
+use crate::storage::{StorageError, WriteBatch};
 
 pub(crate) const META_KEY: &[u8] = b"sys/events";
 const EVENT_PREFIX: &str = "event/";
@@ -242,6 +242,23 @@ pub fn read_range(state: &StateReader, from: u64, to: u64) -> Result<Vec<Event>,
     Ok(events)
 }
 
+/// The events `from..=to` decoded from the writes of `written`, in order; `None` unless all of them are there.
+pub(crate) fn written_events(written: &WriteBatch, from: u64, to: u64) -> Option<Result<Vec<Event>, StorageError>> {
+    let (first, last) = (event_key(from), event_key(to));
+    // Event keys sort by sequence (fixed-width digits), and nothing else is stored between them.
+    let values = written.ops().iter().filter(|(key, _)| *key >= first && *key <= last).filter_map(|(_, v)| v.as_ref());
+    let mut events = Vec::new();
+    for bytes in values {
+        match codec::decode::<Event>(bytes) {
+            Ok(event) => events.push(event),
+            Err(e) => return Some(Err(e)),
+        }
+    }
+    events.sort_by_key(|event| event.sequence);
+    let complete = events.len() as u64 == to - from + 1 && events.iter().zip(from..).all(|(e, s)| e.sequence == s);
+    complete.then_some(Ok(events))
+}
+
 /// The applied event at `sequence`, if retained.
 pub fn read(state: &StateReader, sequence: u64) -> Result<Option<Event>, StorageError> {
     state.get(&event_key(sequence))?.map(|bytes| codec::decode(&bytes)).transpose()
@@ -268,7 +285,7 @@ pub(crate) fn test_event(sequence: u64, time_unix_nanos: i64, event_type: &str, 
 }
 
 /// Stores a log for tests the way apply leaves it: events `from..=to` (event n written at `time_of(n)`), none up to
-/// `trimmed_through`, and the bookkeeping.
+/// `trimmed_through`, and the bookkeeping; returns the batch written.
 #[cfg(test)]
 pub(crate) fn store_test_log(
     storage: &dyn crate::storage::Storage,
@@ -276,8 +293,8 @@ pub(crate) fn store_test_log(
     to: u64,
     trimmed_through: u64,
     time_of: impl Fn(u64) -> i64,
-) {
-    use crate::storage::{Keyspace, WriteBatch};
+) -> WriteBatch {
+    use crate::storage::Keyspace;
     let mut batch = WriteBatch::new();
     for sequence in from..=to {
         let event =
@@ -289,7 +306,8 @@ pub(crate) fn store_test_log(
     }
     let meta = EventLogMeta { last_sequence: to, trimmed_through, id_seed: String::new() };
     batch.put(META_KEY, codec::encode(&meta).expect("encode"));
-    storage.write(Keyspace::State, batch).expect("write");
+    storage.write(Keyspace::State, &batch).expect("write");
+    batch
 }
 
 #[cfg(test)]
