@@ -100,7 +100,7 @@ say "building (cargo build --release; cargo bench --no-run --bench load --bench 
 cargo build --release --quiet --bin vigil
 bench_exe() {
     cargo bench --no-run --quiet --bench "$1" --message-format=json 2>/dev/null |
-        grep -o '"executable":"[^"]*"' | tail -n 1 | sed 's/^"executable":"//; s/"$//'
+        grep -o '"executable":"[^"]*/deps/[^"]*"' | tail -n 1 | sed 's/^"executable":"//; s/"$//'
 }
 LOAD=$(bench_exe load)
 EVENTS=$(bench_exe events)
