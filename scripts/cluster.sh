@@ -608,6 +608,13 @@ cmd_kill() {
     local n=$1 pid
     if pid=$(running_pid "$n"); then
         kill -KILL "$pid" 2>/dev/null || true
+        # A killed process lives on until its threads leave the kernel (a disk sync in progress finishes first),
+        # and its sockets accept connections until then: return only once it is gone.
+        local waited=0
+        while running_pid "$n" >/dev/null && [ "$waited" -lt 100 ]; do
+            sleep 0.05
+            waited=$((waited + 1))
+        done
         rm -f "$(pid_file "$n")"
         say "node$n: killed (SIGKILL to pid $pid); bring it back with: scripts/cluster.sh restart $n"
     else
