@@ -5,6 +5,7 @@
 //! `accessor` like `kv_1a2b3c4d`; both are generated on the active node and carried in the command.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -89,29 +90,37 @@ pub fn normalize_path(raw: &str) -> Result<String> {
     Ok(format!("{trimmed}/"))
 }
 
-/// All mounts, ordered by path.
-pub fn list(state: &StateReader) -> Result<Vec<MountEntry>> {
-    state.scan_prefix(MOUNT_PREFIX.as_bytes())?.iter().map(|(_, v)| decode_stored(v)).collect()
+/// All mounts, ordered by path (the decoded table is shared through the read cache).
+pub fn list(state: &StateReader) -> Result<Arc<Vec<MountEntry>>> {
+    state.scan_decoded(MOUNT_PREFIX.as_bytes(), |entries| {
+        let mounts: Result<Vec<MountEntry>> = entries.iter().map(|(_, v)| decode_stored(v)).collect();
+        mounts.map(Arc::new)
+    })
 }
 
 /// The mount at exactly `path` (with trailing slash).
 pub fn get(state: &StateReader, path: &str) -> Result<Option<MountEntry>> {
-    state.get_decoded(&mount_key(path), decode_stored)
+    Ok(find(&list(state)?, path).cloned())
+}
+
+fn find<'a>(table: &'a [MountEntry], path: &str) -> Option<&'a MountEntry> {
+    table.binary_search_by(|m| m.path.as_str().cmp(path)).ok().map(|i| &table[i])
 }
 
 /// Routes a request path (without `/v1/`) to its mount: the mount and the rest of the path below it.
 pub fn resolve(state: &StateReader, request_path: &str) -> Result<Option<(MountEntry, String)>> {
-    // Try each prefix ending at a '/', longest first; mount tables are small and point reads are cheap.
+    // Try each prefix ending at a '/', longest first, against the (cached) mount table.
     let mut candidates: Vec<usize> = request_path.match_indices('/').map(|(i, _)| i + 1).collect();
     if !request_path.ends_with('/') {
         candidates.push(request_path.len());
     }
+    let table = list(state)?;
     for end in candidates.into_iter().rev() {
         let prefix = &request_path[..end];
         let path = if prefix.ends_with('/') { prefix.to_string() } else { format!("{prefix}/") };
-        if let Some(mount) = get(state, &path)? {
+        if let Some(mount) = find(&table, &path) {
             let rest = request_path.get(path.len()..).unwrap_or("").to_string();
-            return Ok(Some((mount, rest)));
+            return Ok(Some((mount.clone(), rest)));
         }
     }
     Ok(None)

@@ -310,8 +310,8 @@ fn mount_json(entry: &MountEntry) -> Value {
 fn list_mounts(api: &Api) -> Result<Response> {
     let state = api.engines.state();
     let mut data = Map::new();
-    for entry in mounts::list(&state)? {
-        data.insert(entry.path.clone(), mount_json(&entry));
+    for entry in mounts::list(&state)?.iter() {
+        data.insert(entry.path.clone(), mount_json(entry));
     }
     let cluster_id = cluster::record(&state)?.map(|r| r.cluster_id).unwrap_or_default();
     data.insert(

@@ -378,8 +378,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         tracing::debug!(upto = log_id.index, "purging log");
         // The purge point, and the snapshot and state that replace the purged entries, are made durable before
         // any entry is deleted.
+        let started = std::time::Instant::now();
         self.write_meta(LAST_PURGED_KEY, &log_id)?;
         self.flush_storage().await.map_err(io_err)?;
+        tracing::debug!(upto = log_id.index, flush_ms = started.elapsed().as_millis() as u64, "purge point durable");
         let upto = log_id.index;
         self.blocking(move |log| {
             log.file.purge(upto)?;

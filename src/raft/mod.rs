@@ -216,6 +216,16 @@ impl StateReader {
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StorageError> {
         self.storage.scan_prefix(Keyspace::State, prefix).collect()
     }
+
+    /// The entries under `prefix` decoded by `decode` as one value, through the storage's
+    /// [`crate::storage::ReadCache`]: for small tables every request consults (the mount table).
+    pub fn scan_decoded<T, E>(&self, prefix: &[u8], decode: impl FnOnce(Vec<KeyValue>) -> Result<T, E>) -> Result<T, E>
+    where
+        T: Clone + Send + Sync + 'static,
+        E: From<StorageError>,
+    {
+        self.storage.read_cache().get_or_load_scan(prefix, || decode(self.scan_prefix(prefix)?))
+    }
 }
 
 /// [`StateReader::get_decoded`] on any storage.

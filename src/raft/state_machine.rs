@@ -378,7 +378,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Some(end) => self.storage.range(Keyspace::State, (Included(end), Unbounded)),
             None => Box::new(std::iter::empty()),
         };
+        let started = std::time::Instant::now();
         let entries: Result<Vec<_>, _> = before.chain(after).collect();
+        tracing::info!(
+            keys = entries.as_ref().map(Vec::len).unwrap_or(0),
+            ms = started.elapsed().as_millis() as u64,
+            "captured the state for a snapshot (applies waited)"
+        );
         SnapshotBuilder {
             snapshots: self.snapshots.clone(),
             last_applied: self.last_applied,
@@ -422,6 +428,7 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
+        let started = std::time::Instant::now();
         let entries = std::mem::replace(&mut self.entries, Ok(Vec::new())).map_err(sm_read_err)?;
         let data = codec::encode(&SnapshotContents { entries }).map_err(sm_read_err)?;
         let snapshot_id = match self.last_applied {
@@ -437,8 +444,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 .await
                 .map_err(|e| sm_write_err(StorageError(e.to_string())))?
                 .map_err(sm_write_err)?;
+        let ms = started.elapsed().as_millis() as u64;
         if kept {
-            tracing::info!(snapshot = %meta.snapshot_id, "built snapshot");
+            tracing::info!(snapshot = %meta.snapshot_id, bytes = stored.data.len(), ms, "built snapshot");
         } else {
             // openraft keeps the newer snapshot it already has and ignores this one.
             tracing::info!(snapshot = %meta.snapshot_id, "built snapshot superseded by a newer installed one; not kept");

@@ -2,9 +2,10 @@
 //!
 //! Every request reads the same few records — its token, the mount table, the policies of its token — and decoding
 //! them (and parsing a policy's HCL) cost more than the rest of a kv write's handling. Those reads go through
-//! [`ReadCache::get_or_load`], which keeps the decoded value; the storage drops the cached value of every key it
-//! writes, right after the write, so a read that starts after a write returns (for example after the write that
-//! revokes a token was applied) never sees the old value.
+//! [`ReadCache::get_or_load`] (one key) or [`ReadCache::get_or_load_scan`] (everything under a prefix, such as the
+//! mount table), which keep the decoded value; the storage drops every cached value a write touches, right after
+//! the write, so a read that starts after a write returns (for example after the write that revokes a token was
+//! applied) never sees the old value.
 //!
 //! A load races with writes: it reads storage, decodes, then inserts, and a write may land in between. Each write
 //! bumps a generation, and a load inserts only if no write happened since it began, so a value read before a
@@ -31,6 +32,8 @@ struct Inner {
     generation: u64,
     /// Decoded values (`Option<T>`: absence is cached too), by key.
     values: HashMap<Vec<u8>, Cached>,
+    /// Values derived from every key under a prefix, by prefix (a handful: the mount table).
+    scans: Vec<(Vec<u8>, Cached)>,
 }
 
 impl ReadCache {
@@ -63,15 +66,41 @@ impl ReadCache {
         Ok(value)
     }
 
-    /// Forgets `keys` after they were written.
+    /// The value derived from every key under `prefix`: the cached one, or `load`'s (cached for the next caller).
+    /// Any write under `prefix` drops it.
+    pub fn get_or_load_scan<T, E>(&self, prefix: &[u8], load: impl FnOnce() -> Result<T, E>) -> Result<T, E>
+    where
+        T: Clone + Send + Sync + 'static,
+    {
+        let generation = {
+            let inner = self.lock();
+            let cached = inner.scans.iter().find(|(p, _)| p.as_slice() == prefix).map(|(_, value)| value);
+            if let Some(value) = cached.and_then(|v| v.downcast_ref::<T>()) {
+                return Ok(value.clone());
+            }
+            inner.generation
+        };
+        let value = load()?;
+        let mut inner = self.lock();
+        if inner.generation == generation {
+            inner.scans.retain(|(p, _)| p.as_slice() != prefix);
+            inner.scans.push((prefix.to_vec(), Arc::new(value.clone())));
+        }
+        Ok(value)
+    }
+
+    /// Forgets everything cached about `keys` after they were written.
     pub fn invalidate<'a>(&self, keys: impl IntoIterator<Item = &'a [u8]>) {
         let mut inner = self.lock();
         inner.generation += 1;
-        if inner.values.is_empty() {
+        if inner.values.is_empty() && inner.scans.is_empty() {
             return;
         }
         for key in keys {
             inner.values.remove(key);
+            if inner.scans.iter().any(|(prefix, _)| key.starts_with(prefix)) {
+                inner.scans.retain(|(prefix, _)| !key.starts_with(prefix));
+            }
         }
     }
 }
@@ -97,6 +126,18 @@ mod tests {
         assert_eq!(cache.get_or_load(b"b", load(Some("new"))), Ok(Some("new".into())));
         // Another type under the same key is loaded, not mistaken for the cached one.
         assert_eq!(cache.get_or_load(b"a", || Ok::<_, ()>(Some(7u32))), Ok(Some(7)));
+    }
+
+    #[test]
+    fn a_scan_is_cached_until_a_key_under_its_prefix_is_written() {
+        let cache = ReadCache::default();
+        let scan = |value: u32| move || Ok::<_, ()>(value);
+        assert_eq!(cache.get_or_load_scan(b"mount/", scan(1)), Ok(1));
+        assert_eq!(cache.get_or_load_scan(b"mount/", scan(2)), Ok(1), "served from cache");
+        cache.invalidate([b"kv/mount/x".as_slice(), b"mounts".as_slice()]);
+        assert_eq!(cache.get_or_load_scan(b"mount/", scan(2)), Ok(1), "writes outside the prefix keep it");
+        cache.invalidate([b"mount/secret/".as_slice()]);
+        assert_eq!(cache.get_or_load_scan(b"mount/", scan(3)), Ok(3));
     }
 
     #[test]
