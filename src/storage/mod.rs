@@ -1,15 +1,15 @@
 //! The storage layer: an ordered, durable key-value store behind a small trait.
 //!
 //! Everything a node persists but the Raft log (its vote, the state machine, snapshots, node-local secrets) lives
-//! in one [`Storage`] split into [`Keyspace`]s; the log itself is a [`segment_log::SegmentLog`], files written
-//! sequentially and synced with `fdatasync`, because it is the one thing synced on every write. The trait is deliberately narrow — point reads, ordered scans, one
-//! atomic batch per keyspace, and a durable flush — so the engine behind it can be swapped. Today it is sled 0.34
-//! ([`sled_store::SledStorage`]); sled is unmaintained, so redb is the planned alternative, and nothing above this
-//! module names sled.
+//! in one [`Storage`] split into [`Keyspace`]s. The log itself is a [`segment_log::SegmentLog`]: files written
+//! sequentially and synced with `fdatasync`, because it is the one thing synced on every write.
 //!
-//! Durability contract: a write is durable once a later [`Storage::flush`] returns (a real fsync). Writes become
-//! durable in the order they were made, across keyspaces (sled has one log for all trees), so state written after
-//! the purge point is never on disk without it.
+//! The trait is deliberately narrow — point reads, ordered scans, one atomic batch per keyspace, and a durable
+//! flush — so the engine behind it can be swapped. Today it is sled 0.34 ([`sled_store::SledStorage`]); sled is
+//! unmaintained, so redb is the planned alternative, and nothing above this module names sled.
+//!
+//! Durability contract: a write is durable once a later [`Storage::flush`] returns (a real fsync); after a crash
+//! the storage holds a prefix of its writes, each batch whole or not at all.
 
 mod read_cache;
 pub mod segment_log;

@@ -6,8 +6,8 @@
 //! sled's own flush is not an fsync: on Linux it writes its buffers and calls `sync_file_range`, which flushes
 //! neither the disk's write cache nor the file's size, and it never syncs the files it keeps large values in
 //! (`blobs/`). [`Storage::flush`] therefore follows sled's flush with a real `fsync` of the database file and of
-//! every blob file. It is called rarely (votes, purges, the cluster secret): the Raft log, the one thing synced
-//! per write, lives in segment files, and the state machine is never synced (the log replays it).
+//! every blob file. It is called rarely (votes, purges, kept snapshots, the cluster secret): the Raft log, the one
+//! thing synced per write, lives in segment files, and the state machine is never synced (the log replays it).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -29,7 +29,8 @@ impl SledStorage {
     pub fn open(path: &Path) -> Result<Self> {
         let db = sled::Config::new()
             .path(path)
-            // sled's own periodic flush is harmless but not what durability rests on: we flush explicitly.
+            // No periodic flush: nothing needs one (the Raft log replays the state machine; votes, purges and
+            // snapshots flush explicitly), and it would add fsyncs beside the log's.
             .flush_every_ms(None)
             .open()
             .map_err(|e| StorageError(format!("cannot open database at {}: {e}", path.display())))?;
