@@ -585,36 +585,8 @@ cluster_addr = "http://127.0.0.1:8201"
 
     #[test]
     fn full_config() {
-        let text = r#"
-# Node 2 of a three-node cluster.
-storage "raft" {
-  path    = ".cluster/node2"
-  node_id = "node-2.east_1"
-  retry_join { leader_api_addr = "http://127.0.0.1:8200" }
-  retry_join {
-    leader_api_addr   = "https://[::1]:8300/"
-    leader_token_file = ".cluster/root-token"
-  }
-  snapshot_threshold = 100
-  trailing_logs      = 50
-}
-
-listener "tcp" {
-  address         = "0.0.0.0:8210"
-  cluster_address = "[::1]:8211"
-  tls_disable     = true
-}
-
-api_addr     = "http://127.0.0.1:8210/"
-cluster_addr = "https://node2.example.com:8211"
-disable_performance_standby = true
-log_level = "vigil=debug,info"
-
-events {
-  retention_count = 500
-  retention_age   = "7d"
-}
-"#;
+        // Shared with the parser fuzzing (tests/fuzz_parsers.rs), which mutates it.
+        let text = include_str!("../tests/fixtures/full-config.hcl");
         let config = Config::parse(text, "test.hcl").map_err(|e| e.to_string());
         assert_eq!(
             config,

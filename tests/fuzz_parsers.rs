@@ -124,35 +124,8 @@ fn text_strategy(max_len: usize) -> impl Strategy<Value = String> {
 
 // ----- HCL configuration -----
 
-const VALID_CONFIG: &str = r#"# Node 2 of a three-node cluster.
-storage "raft" {
-  path    = ".cluster/node2"
-  node_id = "node-2.east_1"
-  retry_join { leader_api_addr = "http://127.0.0.1:8200" }
-  retry_join {
-    leader_api_addr   = "https://[::1]:8300/"
-    leader_token_file = ".cluster/root-token"
-  }
-  snapshot_threshold = 100
-  trailing_logs      = 50
-}
-
-listener "tcp" {
-  address         = "0.0.0.0:8210"
-  cluster_address = "[::1]:8211"
-  tls_disable     = true
-}
-
-api_addr     = "http://127.0.0.1:8210/"
-cluster_addr = "https://node2.example.com:8211"
-disable_performance_standby = true
-log_level = "vigil=debug,info"
-
-events {
-  retention_count = 500
-  retention_age   = "7d"
-}
-"#;
+/// Every setting a node's configuration has (shared with `config`'s unit test of it).
+const VALID_CONFIG: &str = include_str!("fixtures/full-config.hcl");
 
 /// Values of every type (and of none), for replacing the right-hand side of an attribute.
 fn hcl_value() -> impl Strategy<Value = String> {

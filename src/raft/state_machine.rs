@@ -477,13 +477,6 @@ impl Capture {
     }
 }
 
-impl Drop for SnapshotBuilder {
-    fn drop(&mut self) {
-        // A builder dropped unused (or failed) must not keep the state machine recording.
-        self.capture.lock().take();
-    }
-}
-
 /// Builds a snapshot of the state as of [`StateMachine::get_snapshot_builder`]'s call.
 pub struct SnapshotBuilder {
     storage: Arc<dyn Storage>,
@@ -491,6 +484,13 @@ pub struct SnapshotBuilder {
     snapshots: SnapshotStore,
     last_applied: Option<LogId>,
     membership: StoredMembership,
+}
+
+impl Drop for SnapshotBuilder {
+    fn drop(&mut self) {
+        // A builder dropped unused (or failed) must not keep the state machine recording.
+        self.capture.lock().take();
+    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
