@@ -22,7 +22,6 @@ use crate::raft::{transport, NodeInfo, RaftNode, RaftSettings, StateReader};
 use crate::storage::{SledStorage, Storage};
 
 /// The Raft log's directory inside `storage.path` (sled keeps everything else there).
-const RAFT_LOG_DIR: &str = "raft-log";
 /// How often `retry_join` tries again.
 const RETRY_JOIN_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -107,8 +106,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         EventBus::new(StateReader::new(storage.clone()))
             .map_err(|e| startup("cannot read the event log")(e.to_string()))?,
     );
-    let log_dir = config.storage.path.join(RAFT_LOG_DIR);
-    let node = RaftNode::start(info, &log_dir, storage, Arc::new(Applier::new(events.clone())), &settings)
+    let node = RaftNode::start(info, &config.storage.path, storage, Arc::new(Applier::new(events.clone())), &settings)
         .await
         .map_err(|e| startup("cannot start raft")(e.to_string()))?;
     let engines = Engines::new(node.clone(), events);

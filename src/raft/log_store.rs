@@ -164,6 +164,12 @@ impl LogStore {
         self
     }
 
+    /// A read handle on this log, for callers other than openraft (which gets its own through
+    /// `get_log_reader`).
+    pub fn reader(&self) -> LogReader {
+        LogReader { log: self.log.clone() }
+    }
+
     /// Runs `work` on the log off the async runtime (it syncs files).
     async fn blocking<T: Send + 'static>(
         &self,
@@ -245,6 +251,13 @@ fn run_flusher(log: &Mutex<Log>, rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
     }
 }
 
+impl LogReader {
+    /// Bytes on disk of the entries from `index` on.
+    pub fn bytes_from(&self, index: u64) -> u64 {
+        lock(&self.log).file.bytes_from(index)
+    }
+}
+
 impl RaftLogReader<TypeConfig> for LogReader {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -279,7 +292,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, RaftStorageError> {
-        LogReader { log: self.log.clone() }.try_get_log_entries(range).await
+        self.reader().try_get_log_entries(range).await
     }
 }
 
@@ -293,7 +306,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
-        LogReader { log: self.log.clone() }
+        self.reader()
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), RaftStorageError> {

@@ -25,6 +25,7 @@ pub mod log_store;
 pub mod network;
 pub mod node;
 pub mod proposer;
+pub mod snapshot_schedule;
 pub mod state_machine;
 pub mod transport;
 
@@ -315,7 +316,7 @@ mod conformance {
             let dir = tempfile::tempdir().map_err(|e| openraft::StorageIOError::<NodeId>::read(&e))?;
             let storage: Arc<dyn Storage> =
                 Arc::new(SledStorage::open(dir.path()).map_err(|e| openraft::StorageIOError::<NodeId>::read(&e))?);
-            let sm = StateMachine::open(storage.clone(), Arc::new(NoCommands))
+            let sm = StateMachine::open(storage.clone(), &dir.path().join("snapshots"), Arc::new(NoCommands))
                 .map_err(|e| openraft::StorageIOError::<NodeId>::read(&e))?;
             let log_store = LogStore::open(&dir.path().join("raft-log"), storage)
                 .map_err(|e| openraft::StorageIOError::<NodeId>::read(&e))?;

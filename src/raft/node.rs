@@ -11,11 +11,16 @@ use openraft::{ChangeMembers, Config, RaftMetrics, ServerState, SnapshotPolicy};
 use super::log_store::LogStore;
 use super::network::{ClusterSecret, NetworkFactory};
 use super::proposer::{Applied, ProposeError, Proposer};
+use super::snapshot_schedule;
 use super::state_machine::StateMachine;
 use super::{single_member, CommandApplier, NodeId, NodeInfo, Raft, RaftLayerError, StateReader};
 use crate::storage::{Keyspace, Storage};
 
 const CLUSTER_SECRET_KEY: &[u8] = b"cluster_secret";
+/// The segment files of the Raft log, under the node's directory.
+const LOG_DIR: &str = "raft-log";
+/// The kept snapshot's file, under the node's directory.
+const SNAPSHOT_DIR: &str = "snapshots";
 
 /// How often the leader looks for caught-up learners to promote to voters.
 const PROMOTE_INTERVAL: Duration = Duration::from_millis(200);
@@ -25,7 +30,8 @@ const PROMOTE_MAX_LAG: u64 = 64;
 /// Tunables of the Raft layer.
 #[derive(Debug, Clone)]
 pub struct RaftSettings {
-    /// Take a snapshot after this many entries since the last one.
+    /// Take a snapshot after this many entries since the last one (and once the log since outweighs the last
+    /// snapshot: see `snapshot_schedule`).
     pub snapshot_threshold: u64,
     /// Keep this many entries behind a snapshot before purging them.
     pub trailing_logs: u64,
@@ -89,11 +95,11 @@ pub struct RaftNode {
 }
 
 impl RaftNode {
-    /// Starts Raft for the node `info` with its log in directory `log_dir` and everything else in `storage`,
-    /// applying commands with `applier`.
+    /// Starts Raft for the node `info` with its log and snapshot files under directory `dir` and everything else
+    /// in `storage`, applying commands with `applier`.
     pub async fn start(
         info: NodeInfo,
-        log_dir: &std::path::Path,
+        dir: &std::path::Path,
         storage: Arc<dyn Storage>,
         applier: Arc<dyn CommandApplier>,
         settings: &RaftSettings,
@@ -106,7 +112,8 @@ impl RaftNode {
             election_timeout_max: settings.election_timeout_ms.1,
             install_snapshot_timeout: 10_000,
             max_payload_entries: 64,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_threshold),
+            // Snapshots are triggered by `snapshot_schedule`, which also weighs the state's size.
+            snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: settings.trailing_logs,
             snapshot_max_chunk_size: 1024 * 1024,
             ..Default::default()
@@ -117,9 +124,10 @@ impl RaftNode {
         let secret =
             storage.get(Keyspace::Node, CLUSTER_SECRET_KEY)?.map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
         let secret = ClusterSecret::new(secret);
-        let state_machine = StateMachine::open(storage.clone(), applier)?;
-        let log_store =
-            LogStore::open(log_dir, storage.clone())?.holding_purges_while(state_machine.installs_in_flight());
+        let state_machine = StateMachine::open(storage.clone(), &dir.join(SNAPSHOT_DIR), applier)?;
+        let log_store = LogStore::open(&dir.join(LOG_DIR), storage.clone())?
+            .holding_purges_while(state_machine.installs_in_flight());
+        let (log_reader, kept_snapshot_bytes) = (log_store.reader(), state_machine.kept_snapshot_bytes());
         let network = NetworkFactory::new(secret.clone(), &info.name);
         let raft = Raft::new(id, Arc::new(config), network, log_store, state_machine)
             .await
@@ -127,6 +135,12 @@ impl RaftNode {
         let proposer = Proposer::start(raft.clone(), info.name.clone());
         let node = Arc::new(RaftNode { id, info, raft, storage, proposer, secret });
         tokio::spawn(promote_learners(Arc::downgrade(&node)));
+        tokio::spawn(snapshot_schedule::run(
+            Arc::downgrade(&node),
+            log_reader,
+            kept_snapshot_bytes,
+            settings.snapshot_threshold,
+        ));
         Ok(node)
     }
 

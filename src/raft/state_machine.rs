@@ -10,8 +10,10 @@
 //! [`SnapshotStore`] for why.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fs;
 use std::io::Cursor;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -19,7 +21,9 @@ use openraft::{EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
 use serde::{Deserialize, Serialize};
 
 use super::{codec, Entry, LogId, NodeId, NodeInfo, RaftResponse, RaftStorageError, StoredMembership, TypeConfig};
-use crate::storage::{prefix_successor, KeyValue, Keyspace, Storage, StorageError, WriteBatch};
+use crate::storage::{
+    io_error, prefix_successor, write_new_file_durably, KeyValue, Keyspace, Storage, StorageError, WriteBatch,
+};
 
 /// Keys the Raft layer owns inside the state keyspace; engines must not use this prefix.
 const RAFT_PREFIX: &[u8] = b"raft/";
@@ -168,20 +172,35 @@ struct SnapshotContents {
     entries: Vec<KeyValue>,
 }
 
-/// A snapshot as kept.
+/// A snapshot: its meta and data.
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, NodeInfo>,
     data: Vec<u8>,
 }
 
-/// Where the current snapshot is kept: in the state keyspace, under the Raft prefix (so snapshots never contain
-/// snapshots), next to its last log id.
+/// The record of the kept snapshot, in the state keyspace; its data is the file `file` of the snapshot directory.
+#[derive(Serialize, Deserialize)]
+struct KeptSnapshot {
+    meta: SnapshotMeta<NodeId, NodeInfo>,
+    file: String,
+    bytes: u64,
+}
+
+/// Where the current snapshot is kept: its data in a file of the snapshot directory, and its record — meta, file
+/// name, size — in the state keyspace under the Raft prefix (so snapshots never contain snapshots), next to its last
+/// log id.
 ///
-/// Keeping it beside the state makes installing a snapshot one atomic batch — the new state, the applied log id
-/// and the snapshot together. openraft's recovery needs that: at start-up it takes the applied log id as a purge
-/// point when the log ends before it, and refuses to start if its snapshot is older than its purge point. (Data
-/// written before this layout keeps working: the old location is read when the new one is empty.)
+/// Keeping the record beside the state makes installing a snapshot one atomic batch — the new state, the applied
+/// log id and the snapshot together — written once the snapshot's file is on disk. openraft's recovery needs that:
+/// at start-up it takes the applied log id as a purge point when the log ends before it, and refuses to start if
+/// its snapshot is older than its purge point. A file no record names (left by a crash between writing it and
+/// the batch, or before the replaced snapshot's file was deleted) is deleted at open.
+///
+/// The data itself is not in the state keyspace, where it once was: sled rewrites a whole tree node, large values
+/// included, as it consolidates the updates to it, and the node holding the snapshot also held the applied log id,
+/// which every apply writes — at 500,000 keys followers spent their time rewriting a 140 MB value and writes
+/// slowed to a tenth. (A snapshot kept there by an earlier version is still read until the next one is kept.)
 ///
 /// The state machine (installing a snapshot from the leader) and the snapshot builder (building one locally, in
 /// its own task) both keep snapshots, so they share one lock, and the kept snapshot only moves forward: a local
@@ -189,34 +208,103 @@ struct StoredSnapshot {
 #[derive(Clone)]
 struct SnapshotStore {
     storage: Arc<dyn Storage>,
+    dir: Arc<PathBuf>,
     lock: Arc<Mutex<()>>,
+    /// Size of the kept snapshot's data (0 when there is none), for the snapshot schedule.
+    kept_bytes: Arc<AtomicU64>,
 }
 
-const SNAPSHOT_KEY: &[u8] = b"raft/snapshot";
+const KEPT_SNAPSHOT_KEY: &[u8] = b"raft/snapshot-file";
 pub(super) const SNAPSHOT_LAST_LOG_ID_KEY: &[u8] = b"raft/snapshot-last-log-id";
+/// Where earlier versions kept the whole snapshot in the state keyspace.
+const INLINE_SNAPSHOT_KEY: &[u8] = b"raft/snapshot";
 /// Where snapshots were kept before they moved beside the state.
 const LEGACY_SNAPSHOT_KEY: &[u8] = b"current";
+const SNAPSHOT_FILE_SUFFIX: &str = ".snap";
 
 impl SnapshotStore {
-    /// Adds keeping `snapshot` to `batch` (to be written under [`SnapshotStore::lock`]).
-    fn add_to(batch: &mut WriteBatch, snapshot: &StoredSnapshot) -> Result<(), StorageError> {
-        batch.put(SNAPSHOT_KEY, codec::encode(snapshot)?);
-        batch.put(SNAPSHOT_LAST_LOG_ID_KEY, codec::encode(&snapshot.meta.last_log_id)?);
+    /// Opens the snapshots recorded in `storage` with their files in `dir` (created if missing), deleting files
+    /// that no record names.
+    fn open(storage: Arc<dyn Storage>, dir: &Path) -> Result<Self, StorageError> {
+        fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
+        let kept = kept_record(storage.as_ref())?;
+        let listing = fs::read_dir(dir).map_err(|e| io_error("cannot list", dir, e))?;
+        for item in listing {
+            let path = item.map_err(|e| io_error("cannot list", dir, e))?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if name.ends_with(SNAPSHOT_FILE_SUFFIX) && kept.as_ref().is_none_or(|k| k.file != name) {
+                fs::remove_file(&path).map_err(|e| io_error("cannot delete", &path, e))?;
+                tracing::info!(file = %path.display(), "deleted a snapshot file no longer kept");
+            }
+        }
+        let kept_bytes = Arc::new(AtomicU64::new(kept.map_or(0, |k| k.bytes)));
+        Ok(SnapshotStore { storage, dir: Arc::new(dir.to_path_buf()), lock: Arc::default(), kept_bytes })
+    }
+
+    /// Keeps a locally built snapshot as the current one, durably, unless a newer one is kept already; returns
+    /// whether it was kept.
+    fn keep_built(&self, snapshot: &StoredSnapshot) -> Result<bool, StorageError> {
+        let file = self.write_file(&snapshot.data)?;
+        let guard = self.lock();
+        if kept_snapshot_last_log_id(self.storage.as_ref())? > snapshot.meta.last_log_id {
+            drop(guard);
+            self.delete_file(&file);
+            return Ok(false);
+        }
+        self.keep(guard, &snapshot.meta, file, snapshot.data.len(), WriteBatch::new())?;
+        Ok(true)
+    }
+
+    /// Keeps a snapshot from the leader: writes `data`, then `batch` (which replaces the state with the snapshot's)
+    /// together with the snapshot's record. openraft installs only snapshots newer than anything kept.
+    fn keep_installed(
+        &self,
+        meta: &SnapshotMeta<NodeId, NodeInfo>,
+        data: &[u8],
+        batch: WriteBatch,
+    ) -> Result<(), StorageError> {
+        let file = self.write_file(data)?;
+        self.keep(self.lock(), meta, file, data.len(), batch)
+    }
+
+    /// Writes `batch` and the record of the snapshot `meta` (data in `file`, `bytes` long) in one durable write,
+    /// then deletes the replaced snapshot's file.
+    fn keep(
+        &self,
+        _guard: std::sync::MutexGuard<'_, ()>,
+        meta: &SnapshotMeta<NodeId, NodeInfo>,
+        file: String,
+        bytes: usize,
+        mut batch: WriteBatch,
+    ) -> Result<(), StorageError> {
+        let replaced = kept_record(self.storage.as_ref())?;
+        let record = KeptSnapshot { meta: meta.clone(), file, bytes: bytes as u64 };
+        // A batch applies its operations in order, so these win over any earlier deletes of the same keys.
+        batch.put(KEPT_SNAPSHOT_KEY, codec::encode(&record)?);
+        batch.put(SNAPSHOT_LAST_LOG_ID_KEY, codec::encode(&meta.last_log_id)?);
+        batch.delete(INLINE_SNAPSHOT_KEY);
+        self.storage.write(Keyspace::State, &batch)?;
+        self.storage.flush()?;
+        self.kept_bytes.store(record.bytes, Ordering::SeqCst);
+        if let Some(replaced) = replaced {
+            self.delete_file(&replaced.file);
+        }
         Ok(())
     }
 
-    /// Keeps a locally built `snapshot` as the current one, durably, unless a newer one is kept already; returns
-    /// whether it was kept.
-    fn keep_built(&self, snapshot: &StoredSnapshot) -> Result<bool, StorageError> {
-        let _guard = self.lock();
-        if kept_snapshot_last_log_id(self.storage.as_ref())? > snapshot.meta.last_log_id {
-            return Ok(false);
+    /// Writes snapshot data to a new file, durably; returns the file's name.
+    fn write_file(&self, data: &[u8]) -> Result<String, StorageError> {
+        let name = format!("{}{SNAPSHOT_FILE_SUFFIX}", uuid::Uuid::new_v4().simple());
+        write_new_file_durably(&self.dir.join(&name), data)?;
+        Ok(name)
+    }
+
+    /// Deletes a snapshot file that is no longer kept; one left behind is deleted at the next open.
+    fn delete_file(&self, name: &str) {
+        let path = self.dir.join(name);
+        if let Err(e) = fs::remove_file(&path) {
+            tracing::warn!(file = %path.display(), error = %e, "cannot delete a snapshot file no longer kept");
         }
-        let mut batch = WriteBatch::new();
-        Self::add_to(&mut batch, snapshot)?;
-        self.storage.write(Keyspace::State, &batch)?;
-        self.storage.flush()?;
-        Ok(true)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -225,12 +313,24 @@ impl SnapshotStore {
 
     /// The snapshot kept now, if any.
     fn current(&self) -> Result<Option<StoredSnapshot>, StorageError> {
-        let bytes = match self.storage.get(Keyspace::State, SNAPSHOT_KEY)? {
+        // Under the lock: the file of a record read here is not deleted before it is read.
+        let _guard = self.lock();
+        if let Some(kept) = kept_record(self.storage.as_ref())? {
+            let path = self.dir.join(&kept.file);
+            let data = fs::read(&path).map_err(|e| io_error("cannot read the kept snapshot", &path, e))?;
+            return Ok(Some(StoredSnapshot { meta: kept.meta, data }));
+        }
+        let bytes = match self.storage.get(Keyspace::State, INLINE_SNAPSHOT_KEY)? {
             Some(bytes) => Some(bytes),
             None => self.storage.get(Keyspace::Snapshot, LEGACY_SNAPSHOT_KEY)?,
         };
         bytes.map(|b| codec::decode(&b)).transpose()
     }
+}
+
+/// The record of the kept snapshot, if one is kept in a file.
+fn kept_record(storage: &dyn Storage) -> Result<Option<KeptSnapshot>, StorageError> {
+    storage.get(Keyspace::State, KEPT_SNAPSHOT_KEY)?.map(|bytes| codec::decode(&bytes)).transpose()
 }
 
 /// The last log id covered by the snapshot kept (durably) in `storage`, if any.
@@ -271,8 +371,12 @@ fn sm_write_err(e: StorageError) -> RaftStorageError {
 }
 
 impl StateMachine {
-    /// Opens the state machine stored in `storage`.
-    pub fn open(storage: Arc<dyn Storage>, applier: Arc<dyn CommandApplier>) -> Result<Self, StorageError> {
+    /// Opens the state machine stored in `storage`, with snapshot files in `snapshot_dir`.
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        snapshot_dir: &Path,
+        applier: Arc<dyn CommandApplier>,
+    ) -> Result<Self, StorageError> {
         let last_applied = match storage.get(Keyspace::State, APPLIED_KEY)? {
             Some(bytes) => codec::decode(&bytes)?,
             None => None,
@@ -281,7 +385,7 @@ impl StateMachine {
             Some(bytes) => codec::decode(&bytes)?,
             None => StoredMembership::default(),
         };
-        let snapshots = SnapshotStore { storage: storage.clone(), lock: Arc::default() };
+        let snapshots = SnapshotStore::open(storage.clone(), snapshot_dir)?;
         let receiving = Arc::default();
         Ok(StateMachine { storage, snapshots, captures: Vec::new(), receiving, applier, last_applied, membership })
     }
@@ -290,6 +394,11 @@ impl StateMachine {
     /// ([`super::log_store::LogStore::holding_purges_while`]).
     pub fn installs_in_flight(&self) -> Arc<AtomicBool> {
         self.receiving.clone()
+    }
+
+    /// The size in bytes of the snapshot kept now (0 if none), kept current as snapshots are built and installed.
+    pub fn kept_snapshot_bytes(&self) -> Arc<AtomicU64> {
+        self.snapshots.kept_bytes.clone()
     }
 
     fn apply_entries(&mut self, entries: impl Iterator<Item = Entry>) -> Result<Vec<RaftResponse>, StorageError> {
@@ -339,19 +448,13 @@ impl StateMachine {
         for item in self.storage.scan_prefix(Keyspace::State, b"") {
             batch.delete(item?.0);
         }
+        // A batch applies its operations in order, so the inserts win over the deletes of the same keys.
         for (k, v) in contents.entries {
             batch.put(k, v);
         }
         batch.put(APPLIED_KEY, codec::encode(&meta.last_log_id)?);
         batch.put(MEMBERSHIP_KEY, codec::encode(&meta.last_membership)?);
-        // Newer than anything kept: openraft installs only snapshots beyond what this node has applied.
-        SnapshotStore::add_to(&mut batch, &StoredSnapshot { meta: meta.clone(), data })?;
-        // A batch applies its operations in order, so the inserts win over the deletes of the same keys.
-        {
-            let _guard = self.snapshots.lock();
-            self.storage.write(Keyspace::State, &batch)?;
-            self.storage.flush()?;
-        }
+        self.snapshots.keep_installed(meta, &data, batch)?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.applier.after_write(None)?;
@@ -536,24 +639,50 @@ mod tests {
         let last_log_id = Some(LogId::new(openraft::CommittedLeaderId::new(1, 7), index));
         let meta =
             SnapshotMeta { last_log_id, last_membership: StoredMembership::default(), snapshot_id: index.to_string() };
-        StoredSnapshot { meta, data: index.to_le_bytes().to_vec() }
+        // Sizes differ from snapshot to snapshot.
+        let data = format!("state through {index};").repeat(1 + (index % 10) as usize).into_bytes();
+        StoredSnapshot { meta, data }
     }
 
     #[test]
-    fn the_kept_snapshot_only_moves_forward() {
+    fn the_kept_snapshot_only_moves_forward_and_leaves_one_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let storage: Arc<dyn Storage> = Arc::new(SledStorage::open(dir.path()).expect("open"));
-        let snapshots = SnapshotStore { storage: storage.clone(), lock: Arc::default() };
+        let files_dir = dir.path().join("snapshots");
+        let files = || {
+            let mut names: Vec<String> = fs::read_dir(&files_dir)
+                .expect("ls")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        let snapshots = SnapshotStore::open(storage.clone(), &files_dir).expect("open");
         assert!(snapshots.current().expect("current").is_none());
+        assert_eq!(snapshots.kept_bytes.load(Ordering::SeqCst), 0);
         // Installed from the leader at 759; then a local build captured at 719 finishes.
-        assert!(snapshots.keep_built(&snapshot_at(759)).expect("keep"));
+        let installed = snapshot_at(759);
+        snapshots.keep_installed(&installed.meta, &installed.data, WriteBatch::new()).expect("install");
         assert!(!snapshots.keep_built(&snapshot_at(719)).expect("keep"));
         let current = snapshots.current().expect("current").expect("a snapshot");
-        assert_eq!((current.meta.snapshot_id.as_str(), current.data), ("759", 759u64.to_le_bytes().to_vec()));
+        assert_eq!((current.meta.snapshot_id, current.data), ("759".to_string(), snapshot_at(759).data));
         assert_eq!(kept_snapshot_last_log_id(storage.as_ref()).expect("read"), snapshot_at(759).meta.last_log_id);
+        let kept_file = files();
+        assert_eq!(kept_file.len(), 1, "the superseded build's file is deleted: {kept_file:?}");
+        assert_eq!(snapshots.kept_bytes.load(Ordering::SeqCst), snapshot_at(759).data.len() as u64);
+
         assert!(snapshots.keep_built(&snapshot_at(800)).expect("keep"));
-        assert_eq!(snapshots.current().expect("current").expect("a snapshot").meta.snapshot_id, "800");
+        assert_eq!(snapshots.current().expect("current").expect("a snapshot").data, snapshot_at(800).data);
         assert_eq!(kept_snapshot_last_log_id(storage.as_ref()).expect("read"), snapshot_at(800).meta.last_log_id);
+        let kept_file = files();
+        assert_eq!(kept_file.len(), 1, "the replaced snapshot's file is deleted: {kept_file:?}");
+
+        // A file no record names (a crash before its batch) is deleted at open; the kept one and its size stay.
+        fs::write(files_dir.join("0123.snap"), b"orphan").expect("write");
+        let reopened = SnapshotStore::open(storage.clone(), &files_dir).expect("reopen");
+        assert_eq!(files(), kept_file);
+        assert_eq!(reopened.kept_bytes.load(Ordering::SeqCst), snapshot_at(800).data.len() as u64);
+        assert_eq!(reopened.current().expect("current").expect("a snapshot").data, snapshot_at(800).data);
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod sled_store;
 
 use std::fmt;
 use std::ops::Bound;
+use std::path::Path;
 
 pub use read_cache::ReadCache;
 pub use sled_store::SledStorage;
@@ -68,6 +69,32 @@ impl StorageError {
 
 /// Result alias for storage operations.
 pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// A storage error about the file or directory `path`.
+pub fn io_error(what: &str, path: &Path, e: std::io::Error) -> StorageError {
+    StorageError(format!("{what} {}: {e}", path.display()))
+}
+
+/// Makes directory `dir`'s entries (files created, renamed or deleted in it) durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error("cannot sync directory", dir, e))
+}
+
+/// Creates the file `path` (which must not exist) holding `bytes`, durably: the file and its directory entry are
+/// synced before this returns.
+pub fn write_new_file_durably(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| io_error("cannot create", path, e))?;
+    file.write_all(bytes).and_then(|_| file.sync_all()).map_err(|e| io_error("cannot write", path, e))?;
+    match path.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
+}
 
 /// A key-value pair as returned by scans.
 pub type KeyValue = (Vec<u8>, Vec<u8>);

@@ -30,7 +30,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{Result, StorageError};
+use super::{io_error, sync_dir, Result, StorageError};
 
 /// A segment is closed and a new one started once it holds more than this many bytes.
 pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
@@ -69,16 +69,8 @@ pub struct SegmentLog {
     positions: VecDeque<Position>,
 }
 
-fn io_error(what: &str, path: &Path, e: std::io::Error) -> StorageError {
-    StorageError(format!("{what} {}: {e}", path.display()))
-}
-
 fn segment_path(dir: &Path, first: u64) -> PathBuf {
     dir.join(format!("{first:020}.seg"))
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error("cannot sync directory", dir, e))
 }
 
 fn checksum(index: u64, payload: &[u8]) -> u32 {
@@ -324,6 +316,17 @@ impl SegmentLog {
         Ok(Some(payload))
     }
 
+    /// Bytes on disk, headers included, of the live records from index `from` on (of all of them when `from` is
+    /// before the first): how much log a snapshot just before `from` stands in for.
+    pub fn bytes_from(&self, from: u64) -> u64 {
+        let skip = from.saturating_sub(self.first);
+        let Some(start) = usize::try_from(skip).ok().and_then(|i| self.positions.get(i)) else {
+            return 0;
+        };
+        let through_end: u64 = self.segments.iter().filter(|s| s.first >= start.segment).map(|s| s.len).sum();
+        through_end - (start.offset - HEADER_BYTES as u64)
+    }
+
     /// Removes every record with index `>= from`, durably.
     pub fn truncate(&mut self, from: u64) -> Result<()> {
         let keep = from.saturating_sub(self.first).min(self.positions.len() as u64) as usize;
@@ -534,6 +537,25 @@ mod tests {
         let log = SegmentLog::open(dir.path(), Some(100)).expect("reopen");
         assert_eq!(indexes(&log), vec![101, 102]);
         assert_eq!(log.first_index(), 101);
+    }
+
+    #[test]
+    fn bytes_from_counts_whole_records_across_segments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = SegmentLog::open(dir.path(), None).expect("open");
+        append_range(&mut log, 1..=4);
+        log.start_segment(5).expect("roll");
+        append_range(&mut log, 5..=8);
+        let record_bytes = |range: std::ops::RangeInclusive<u64>| -> u64 {
+            range.map(|i| (HEADER_BYTES + payload(i).len()) as u64).sum()
+        };
+        assert_eq!(log.bytes_from(0), record_bytes(1..=8), "before the first: every record");
+        assert_eq!(log.bytes_from(3), record_bytes(3..=8), "from the middle of the first segment");
+        assert_eq!(log.bytes_from(5), record_bytes(5..=8), "from a segment boundary");
+        assert_eq!(log.bytes_from(7), record_bytes(7..=8));
+        assert_eq!((log.bytes_from(9), log.bytes_from(u64::MAX)), (0, 0), "nothing after the end");
+        log.purge(5).expect("purge");
+        assert_eq!((log.bytes_from(0), log.bytes_from(6)), (record_bytes(6..=8), record_bytes(6..=8)));
     }
 
     #[test]
