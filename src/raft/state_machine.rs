@@ -686,6 +686,25 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_kept_inline_by_an_earlier_version_is_read_until_the_next_one_replaces_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage: Arc<dyn Storage> = Arc::new(SledStorage::open(dir.path()).expect("open"));
+        let old = snapshot_at(500);
+        let mut batch = WriteBatch::new();
+        batch.put(INLINE_SNAPSHOT_KEY, codec::encode(&old).expect("encode"));
+        batch.put(SNAPSHOT_LAST_LOG_ID_KEY, codec::encode(&old.meta.last_log_id).expect("encode"));
+        storage.write(Keyspace::State, &batch).expect("write");
+
+        let snapshots = SnapshotStore::open(storage.clone(), &dir.path().join("snapshots")).expect("open");
+        let current = snapshots.current().expect("current").expect("the inline snapshot");
+        assert_eq!((current.meta.snapshot_id, current.data), ("500".to_string(), old.data));
+        assert!(!snapshots.keep_built(&snapshot_at(400)).expect("keep"), "older than the inline one");
+        assert!(snapshots.keep_built(&snapshot_at(600)).expect("keep"));
+        assert_eq!(snapshots.current().expect("current").expect("a snapshot").data, snapshot_at(600).data);
+        assert_eq!(storage.get(Keyspace::State, INLINE_SNAPSHOT_KEY).expect("get"), None, "the inline copy is gone");
+    }
+
+    #[test]
     fn a_capture_returns_the_state_as_it_began_although_writes_went_on() {
         let dir = tempfile::tempdir().expect("tempdir");
         let storage = SledStorage::open(dir.path()).expect("open");
