@@ -128,35 +128,38 @@ impl EventBus {
     /// events from the batch (or, after a snapshot, reads them) once for every subscription.
     pub fn on_applied(&self, written: Option<&WriteBatch>) -> Result<(), StorageError> {
         let before = self.status();
-        let meta = match written.and_then(|batch| batch.ops().iter().find(|(key, _)| key == META_KEY)) {
-            Some((_, Some(bytes))) => codec::decode(bytes)?,
-            // The batch did not touch the event log.
-            None if written.is_some() => EventLogMeta {
-                last_sequence: before.last_sequence,
-                trimmed_through: before.trimmed_through,
-                id_seed: String::new(),
-            },
-            _ => meta(&self.state)?,
-        };
+        // The event log's (last sequence, trimmed through) after this write.
+        let (last_sequence, trimmed_through) =
+            match written.and_then(|batch| batch.ops().iter().find(|(key, _)| key == META_KEY)) {
+                Some((_, Some(bytes))) => {
+                    let meta: EventLogMeta = codec::decode(bytes)?;
+                    (meta.last_sequence, meta.trimmed_through)
+                }
+                // The batch did not touch the event log.
+                None if written.is_some() => (before.last_sequence, before.trimmed_through),
+                _ => {
+                    let meta = meta(&self.state)?;
+                    (meta.last_sequence, meta.trimmed_through)
+                }
+            };
         let auth_changed = self.auth_changed.swap(false, Ordering::Relaxed);
-        if meta.last_sequence == before.last_sequence && meta.trimmed_through == before.trimmed_through && !auth_changed
-        {
+        if last_sequence == before.last_sequence && trimmed_through == before.trimmed_through && !auth_changed {
             return Ok(());
         }
         {
             let mut ring = self.ring.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if meta.last_sequence < before.last_sequence {
+            if last_sequence < before.last_sequence {
                 // A snapshot replaced the state with a shorter log: what the ring holds is no longer true.
                 ring.clear();
-            } else if meta.last_sequence > before.last_sequence {
-                let wanted = (meta.last_sequence - before.last_sequence).min(self.capacity as u64);
-                let from = (meta.last_sequence - wanted + 1).max(meta.trimmed_through + 1);
+            } else if last_sequence > before.last_sequence {
+                let wanted = (last_sequence - before.last_sequence).min(self.capacity as u64);
+                let from = (last_sequence - wanted + 1).max(trimmed_through + 1);
                 if ring.back().is_some_and(|last| last.event.sequence + 1 != from) {
                     ring.clear(); // keep the ring contiguous
                 }
-                let events = match written.map(|batch| written_events(batch, from, meta.last_sequence)) {
+                let events = match written.map(|batch| written_events(batch, from, last_sequence)) {
                     Some(Some(events)) => events?,
-                    _ => read_range(&self.state, from, meta.last_sequence)?,
+                    _ => read_range(&self.state, from, last_sequence)?,
                 };
                 for event in events {
                     if ring.len() == self.capacity {
@@ -165,13 +168,13 @@ impl EventBus {
                     ring.push_back(Published::new(event));
                 }
             }
-            while ring.front().is_some_and(|first| first.event.sequence <= meta.trimmed_through) {
+            while ring.front().is_some_and(|first| first.event.sequence <= trimmed_through) {
                 ring.pop_front();
             }
         }
         self.status.send_modify(|status| {
-            status.last_sequence = meta.last_sequence;
-            status.trimmed_through = meta.trimmed_through;
+            status.last_sequence = last_sequence;
+            status.trimmed_through = trimmed_through;
             if auth_changed {
                 status.auth_epoch += 1;
             }
