@@ -183,10 +183,25 @@ pub struct TestCluster {
     options: ClusterOptions,
 }
 
-/// Free loopback ports (bound and released; another process grabbing one in between is unlikely).
+/// Free loopback ports (bound and released; another process grabbing one in between is unlikely). A port is
+/// handed out once per test process: a node started a moment ago may not have bound its ports yet, and the
+/// kernel would happily offer them again (it did: two nodes of one cluster given the same port).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
-    listeners.iter().map(|l| l.local_addr().expect("addr").port()).collect()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    // Listeners stay bound until all `n` are picked, so one call never repeats a port either.
+    let mut listeners = Vec::new();
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            ports.push(port);
+        }
+        listeners.push(listener);
+    }
+    ports
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
