@@ -2,7 +2,7 @@
 //! who leads, what is this node's role, how far has it applied — and performs membership changes.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
@@ -349,19 +349,22 @@ fn leader_of(metrics: &RaftMetrics<NodeId, NodeInfo>) -> Option<(NodeId, NodeInf
     Some((id, info))
 }
 
+/// The node and its metrics, unless it was dropped or has shut down — when a background task's loop ends.
+pub(super) fn still_running(node: &Weak<RaftNode>) -> Option<(Arc<RaftNode>, RaftMetrics<NodeId, NodeInfo>)> {
+    let node = node.upgrade()?;
+    let metrics = node.metrics();
+    (metrics.state != ServerState::Shutdown).then_some((node, metrics))
+}
+
 /// While this node leads, promotes every learner whose log has caught up to a voter.
 ///
 /// Done by a loop rather than by the join call itself so a promotion interrupted by a leader change is finished by
 /// the next leader.
-async fn promote_learners(node: std::sync::Weak<RaftNode>) {
+async fn promote_learners(node: Weak<RaftNode>) {
     let mut tick = tokio::time::interval(PROMOTE_INTERVAL);
     loop {
         tick.tick().await;
-        let Some(node) = node.upgrade() else { return };
-        let metrics = node.metrics();
-        if metrics.state == ServerState::Shutdown {
-            return;
-        }
+        let Some((node, metrics)) = still_running(&node) else { return };
         if metrics.state != ServerState::Leader {
             continue;
         }

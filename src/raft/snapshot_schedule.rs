@@ -22,10 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use openraft::ServerState;
-
 use super::log_store::LogReader;
-use super::node::RaftNode;
+use super::node::{still_running, RaftNode};
 
 /// How often a node checks whether a snapshot is due.
 const CHECK_INTERVAL: Duration = Duration::from_millis(100);
@@ -57,11 +55,7 @@ pub(super) async fn run(node: Weak<RaftNode>, log: LogReader, kept_snapshot_byte
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some(node) = node.upgrade() else { return };
-        let metrics = node.metrics();
-        if metrics.state == ServerState::Shutdown {
-            return;
-        }
+        let Some((node, metrics)) = still_running(&node) else { return };
         let Some(applied) = metrics.last_applied.map(|id| id.index) else { continue };
         // Log indexes start at 0, so with no snapshot yet every entry through `applied` counts.
         let first_after_snapshot = metrics.snapshot.map_or(0, |id| id.index + 1);
