@@ -6,8 +6,8 @@
 //! applied again.
 //!
 //! Snapshots hold every engine key of the state keyspace as of their last log id, without pausing applies while
-//! the state is read: see [`Capture`]. The kept snapshot lives beside the state and only moves forward; see
-//! [`SnapshotStore`] for why.
+//! the state is read: see [`Capture`]. The kept snapshot's data is a file, its record lives beside the state, and
+//! it only moves forward; see [`SnapshotStore`] for why.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
