@@ -21,7 +21,6 @@ use crate::http::{self, Api};
 use crate::raft::{transport, NodeInfo, RaftNode, RaftSettings, StateReader};
 use crate::storage::{SledStorage, Storage};
 
-/// The Raft log's directory inside `storage.path` (sled keeps everything else there).
 /// How often `retry_join` tries again.
 const RETRY_JOIN_INTERVAL: Duration = Duration::from_secs(2);
 
