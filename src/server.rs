@@ -19,7 +19,7 @@ use crate::engines::events::retention::{self, Retention};
 use crate::engines::{cluster, Applier, Engines};
 use crate::http::{self, Api};
 use crate::raft::{transport, NodeInfo, RaftNode, RaftSettings, StateReader};
-use crate::storage::{SledStorage, Storage};
+use crate::storage::{SledStorage, Storage, WriteBackStorage};
 
 /// How often `retry_join` tries again.
 const RETRY_JOIN_INTERVAL: Duration = Duration::from_secs(2);
@@ -88,8 +88,9 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     std::fs::create_dir_all(&config.storage.path).map_err(|e| {
         ServerError::Startup(format!("cannot create storage directory {}: {e}", config.storage.path.display()))
     })?;
+    let engine = SledStorage::open(&config.storage.path).map_err(|e| ServerError::Startup(e.to_string()))?;
     let storage: Arc<dyn Storage> =
-        Arc::new(SledStorage::open(&config.storage.path).map_err(|e| ServerError::Startup(e.to_string()))?);
+        Arc::new(WriteBackStorage::new(engine).map_err(|e| ServerError::Startup(e.to_string()))?);
 
     let info = NodeInfo {
         name: config.storage.node_id.clone(),

@@ -8,12 +8,18 @@
 //! flush — so the engine behind it can be swapped. Today it is sled 0.34 ([`sled_store::SledStorage`]); sled is
 //! unmaintained, so redb is the planned alternative, and nothing above this module names sled.
 //!
+//! A node's storage is the engine wrapped in a [`WriteBackStorage`], which buffers writes to the state keyspace
+//! for a few tens of milliseconds and hands them to the engine as one batch, because a batch per applied entry
+//! made the engine write to disk for every entry (see its documentation).
+//!
 //! Durability contract: a write is durable once a later [`Storage::flush`] returns (a real fsync); after a crash
-//! the storage holds a prefix of its writes, each batch whole or not at all.
+//! each keyspace holds a prefix of its writes, each batch whole or not at all. Across keyspaces, only a flush
+//! orders writes.
 
 mod read_cache;
 pub mod segment_log;
 mod sled_store;
+mod write_back;
 
 use std::fmt;
 use std::ops::Bound;
@@ -21,6 +27,7 @@ use std::path::Path;
 
 pub use read_cache::ReadCache;
 pub use sled_store::SledStorage;
+pub use write_back::WriteBackStorage;
 
 /// The separate key spaces of one node's storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -143,9 +150,6 @@ pub trait Storage: Send + Sync + 'static {
     /// Iterates keys in `range`, in ascending order.
     fn range(&self, ks: Keyspace, range: (Bound<Vec<u8>>, Bound<Vec<u8>>)) -> ScanIter<'_>;
 
-    /// The entry with the greatest key, if any.
-    fn last(&self, ks: Keyspace) -> Result<Option<KeyValue>>;
-
     /// Applies `batch` atomically: after a crash either all of it or none of it is visible. Writes to
     /// [`Keyspace::State`] invalidate their keys in [`Storage::read_cache`] before this returns.
     fn write(&self, ks: Keyspace, batch: &WriteBatch) -> Result<()>;
@@ -222,7 +226,6 @@ mod tests {
         assert_eq!(keys(store.scan_prefix(Keyspace::State, b"a/")), vec![b"a/1".to_vec()]);
         assert_eq!(store.get(Keyspace::State, b"b/1").expect("get"), Some(b"z".to_vec()));
         assert_eq!(store.get(Keyspace::State, b"a/9").expect("get"), None);
-        assert_eq!(store.last(Keyspace::State).expect("last").map(|kv| kv.0), Some(b"b/1".to_vec()));
         assert_eq!(keys(store.scan_prefix(Keyspace::Node, b"")), vec![b"a/9".to_vec()]);
     }
 

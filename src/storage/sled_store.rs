@@ -61,10 +61,6 @@ impl Storage for SledStorage {
         Box::new(self.tree(ks).range::<Vec<u8>, _>(range).map(to_kv))
     }
 
-    fn last(&self, ks: Keyspace) -> Result<Option<KeyValue>> {
-        self.tree(ks).last().map_err(StorageError::new).map(|o| o.map(|(k, v)| (k.to_vec(), v.to_vec())))
-    }
-
     fn write(&self, ks: Keyspace, batch: &WriteBatch) -> Result<()> {
         let tree = self.tree(ks);
         let ops = batch.ops();
