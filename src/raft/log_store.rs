@@ -348,7 +348,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 log.cache_push(entry, bytes.len());
             }
         }
-        // Acknowledged by the flusher once durable.
+        // Readable from here on, durable once the flusher acknowledges it. A leader's replication streams read the
+        // entries before that (vendor/openraft/VIGIL.md), so its sync and its followers' overlap.
         self.flusher.send(callback).map_err(|_| io_err(StorageError("log flusher stopped".into())))
     }
 
