@@ -53,17 +53,17 @@ struct Shared {
     engine: Box<dyn Storage>,
     buffer: Mutex<Buffer>,
     /// Held for a whole write-back (and a direct batch), so batches reach the engine in the order they were made.
-    writing: Mutex<()>,
+    one_writer: Mutex<()>,
 }
 
 #[derive(Default)]
 struct Buffer {
     /// Writes not yet handed to the engine, newest value per key.
-    active: Entries,
-    /// Bytes of keys and values in `active`.
-    active_bytes: usize,
+    pending: Entries,
+    /// Bytes of keys and values in `pending`.
+    pending_bytes: usize,
     /// Writes being handed to the engine right now; read until the engine has them.
-    writing: Arc<Entries>,
+    in_flight: Arc<Entries>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -79,7 +79,8 @@ impl WriteBackStorage {
 
     /// Like [`WriteBackStorage::new`], writing back every `interval`.
     fn with_interval(engine: impl Storage, interval: Duration) -> Result<Self> {
-        let shared = Arc::new(Shared { engine: Box::new(engine), buffer: Mutex::default(), writing: Mutex::new(()) });
+        let shared =
+            Arc::new(Shared { engine: Box::new(engine), buffer: Mutex::default(), one_writer: Mutex::new(()) });
         let (stop, stopped) = mpsc::channel::<()>();
         let writer = {
             let shared = shared.clone();
@@ -115,19 +116,19 @@ impl Drop for WriteBackStorage {
 impl Shared {
     /// Hands every buffered write to the engine as one atomic batch.
     fn write_back(&self) -> Result<()> {
-        let _writing = lock(&self.writing);
+        let _writing = lock(&self.one_writer);
         self.write_back_locked()
     }
 
     fn write_back_locked(&self) -> Result<()> {
         let entries = {
             let mut buffer = lock(&self.buffer);
-            if buffer.active.is_empty() {
+            if buffer.pending.is_empty() {
                 return Ok(());
             }
-            let entries = Arc::new(mem::take(&mut buffer.active));
-            buffer.active_bytes = 0;
-            buffer.writing = entries.clone();
+            let entries = Arc::new(mem::take(&mut buffer.pending));
+            buffer.pending_bytes = 0;
+            buffer.in_flight = entries.clone();
             entries
         };
         let mut batch = WriteBatch::new();
@@ -141,20 +142,20 @@ impl Shared {
         let mut buffer = lock(&self.buffer);
         if written.is_err() {
             // Keep the writes, under any made since, for the next try.
-            let newer = mem::take(&mut buffer.active);
-            buffer.active = Entries::clone(&entries);
-            buffer.active_bytes = buffer.active.iter().map(|(k, v)| entry_bytes(k, v)).sum();
-            buffer.active.extend(newer);
+            let newer = mem::take(&mut buffer.pending);
+            buffer.pending = Entries::clone(&entries);
+            buffer.pending_bytes = buffer.pending.iter().map(|(k, v)| entry_bytes(k, v)).sum();
+            buffer.pending.extend(newer);
         }
-        buffer.writing = Arc::default();
+        buffer.in_flight = Arc::default();
         written
     }
 
     /// The buffered writes in `range`, newest first wins, in key order.
     fn buffered_range(&self, range: &(Bound<Vec<u8>>, Bound<Vec<u8>>)) -> Vec<Entry> {
         let buffer = lock(&self.buffer);
-        let mut merged: Entries = buffer.writing.range::<Vec<u8>, _>(range.clone()).map(clone_entry).collect();
-        merged.extend(buffer.active.range::<Vec<u8>, _>(range.clone()).map(clone_entry));
+        let mut merged: Entries = buffer.in_flight.range::<Vec<u8>, _>(range.clone()).map(clone_entry).collect();
+        merged.extend(buffer.pending.range::<Vec<u8>, _>(range.clone()).map(clone_entry));
         merged.into_iter().collect()
     }
 }
@@ -171,11 +172,11 @@ impl Storage for WriteBackStorage {
     fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if ks == Keyspace::State {
             let buffer = lock(&self.shared.buffer);
-            if let Some(value) = buffer.active.get(key).or_else(|| buffer.writing.get(key)) {
+            if let Some(value) = buffer.pending.get(key).or_else(|| buffer.in_flight.get(key)) {
                 return Ok(value.clone());
             }
         }
-        // Not buffered: the engine has the newest value (a write-back empties `writing` only once it has it).
+        // Not buffered: the engine has the newest value (a write-back empties `in_flight` only once it has it).
         self.shared.engine.get(ks, key)
     }
 
@@ -198,17 +199,17 @@ impl Storage for WriteBackStorage {
             return self.shared.engine.write(ks, batch);
         }
         if batch.ops().len() > DIRECT_BATCH_OPS {
-            let _writing = lock(&self.shared.writing);
+            let _writing = lock(&self.shared.one_writer);
             self.shared.write_back_locked()?;
             return self.shared.engine.write(ks, batch);
         }
         let full = {
             let mut buffer = lock(&self.shared.buffer);
             for (key, value) in batch.ops() {
-                buffer.active_bytes += entry_bytes(key, value);
-                buffer.active.insert(key.clone(), value.clone());
+                buffer.pending_bytes += entry_bytes(key, value);
+                buffer.pending.insert(key.clone(), value.clone());
             }
-            buffer.active_bytes >= MAX_BUFFERED_BYTES
+            buffer.pending_bytes >= MAX_BUFFERED_BYTES
         };
         self.read_cache().invalidate(batch.ops().iter().map(|(key, _)| key.as_slice()));
         if full {
@@ -335,14 +336,24 @@ mod tests {
             let store = open_with(dir.path(), Duration::from_millis(10));
             store.write(Keyspace::State, &batch(&[("x", Some("1"))])).unwrap();
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while !lock(&store.shared.buffer).active.is_empty() && std::time::Instant::now() < deadline {
+            while !lock(&store.shared.buffer).pending.is_empty() && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            assert!(lock(&store.shared.buffer).active.is_empty(), "the background writer wrote it back");
+            assert!(lock(&store.shared.buffer).pending.is_empty(), "the background writer wrote it back");
             store.write(Keyspace::State, &batch(&[("y", Some("2"))])).unwrap();
         }
-        let store = open(dir.path());
-        assert_eq!(scan(&store, b""), pairs(&[("x", "1"), ("y", "2")]));
+        // sled lets go of its lock file once its own I/O threads are done with the last write, a moment after drop.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let engine = loop {
+            match SledStorage::open(dir.path()) {
+                Ok(engine) => break engine,
+                Err(e) if std::time::Instant::now() < deadline && e.0.contains("could not acquire lock") => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        };
+        assert_eq!(scan(&engine, b""), pairs(&[("x", "1"), ("y", "2")]));
     }
 
     #[test]
@@ -355,7 +366,7 @@ mod tests {
             large.put(format!("big/{i:04}").into_bytes(), b"direct".to_vec());
         }
         store.write(Keyspace::State, &large).unwrap();
-        assert!(lock(&store.shared.buffer).active.is_empty());
+        assert!(lock(&store.shared.buffer).pending.is_empty());
         assert_eq!(store.get(Keyspace::State, b"big/0000").unwrap(), Some(b"direct".to_vec()), "the later write wins");
         assert_eq!(store.get(Keyspace::State, b"small").unwrap(), Some(b"s".to_vec()));
         assert_eq!(store.scan_prefix(Keyspace::State, b"big/").count(), DIRECT_BATCH_OPS + 1);
@@ -378,7 +389,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open(dir.path());
         store.put(Keyspace::Node, b"secret", b"s").unwrap();
-        assert!(lock(&store.shared.buffer).active.is_empty());
+        assert!(lock(&store.shared.buffer).pending.is_empty());
         assert_eq!(store.get(Keyspace::Node, b"secret").unwrap(), Some(b"s".to_vec()));
     }
 }
