@@ -150,18 +150,23 @@ pub mod codec {
     ///
     /// Safe on hostile input (Raft RPC bodies come from the network): bincode allocates a string's or byte
     /// buffer's whole claimed length before it reads the bytes, so without a limit ten bytes claiming a 2^40-byte
-    /// string abort the process when that allocation fails. Through serde those allocations are the only claims
-    /// bincode counts against its limit, and each must be backed by as many input bytes, so a limit of the input's
-    /// size refuses nothing valid. The limit is a type parameter: the smallest of a few sizes that holds the input
-    /// is used, so a malformed input never makes the decoder reserve more than 64 times its own size.
+    /// string abort the process when that allocation fails. bincode counts, against its limit, every byte buffer's
+    /// length and every number at its in-memory size — a `u64` or a length prefix counts 8 bytes however few its
+    /// varint takes (a `u128`, the widest, 16 from 1 byte) — so a valid input counts at most [`CLAIM_PER_BYTE`]
+    /// times its own size. The limit is a type parameter: the smallest of a few tiers that holds the input, times
+    /// that factor, so nothing valid is refused and a malformed input never makes the decoder reserve more than
+    /// 256 times its size. (The limit used to be the input's size itself, which refused valid values made of many
+    /// small parts just below a tier: a 60 KB snapshot of ~500 keys counted more than 64 KiB.)
     pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
         const KIB_64: usize = 1 << 16;
-        const MIB_4: usize = 1 << 22;
+        const MIB_1: usize = 1 << 20;
+        const MIB_16: usize = 1 << 24;
         const MIB_256: usize = 1 << 28;
         let decoded = match bytes.len() {
-            n if n <= KIB_64 => decode_within::<T, KIB_64>(bytes),
-            n if n <= MIB_4 => decode_within::<T, MIB_4>(bytes),
-            n if n <= MIB_256 => decode_within::<T, MIB_256>(bytes),
+            n if n <= KIB_64 => decode_within::<T, { KIB_64.saturating_mul(CLAIM_PER_BYTE) }>(bytes),
+            n if n <= MIB_1 => decode_within::<T, { MIB_1.saturating_mul(CLAIM_PER_BYTE) }>(bytes),
+            n if n <= MIB_16 => decode_within::<T, { MIB_16.saturating_mul(CLAIM_PER_BYTE) }>(bytes),
+            n if n <= MIB_256 => decode_within::<T, { MIB_256.saturating_mul(CLAIM_PER_BYTE) }>(bytes),
             _ => decode_within::<T, LARGEST_VALUE>(bytes),
         };
         let (value, read) = decoded.map_err(|e| match e {
@@ -176,8 +181,11 @@ pub mod codec {
         Ok(value)
     }
 
+    /// The most bytes bincode counts against its limit per input byte of a valid value (a `u128` in one byte).
+    pub const CLAIM_PER_BYTE: usize = 16;
+
     /// The limit for inputs larger than 256 MiB, which only local snapshots reach (RPC bodies are capped at 64 MiB).
-    const LARGEST_VALUE: usize = if usize::BITS >= 64 { (1u64 << 34) as usize } else { usize::MAX };
+    const LARGEST_VALUE: usize = if usize::BITS >= 64 { (1u64 << 40) as usize } else { usize::MAX };
 
     fn decode_within<T: DeserializeOwned, const LIMIT: usize>(
         bytes: &[u8],
@@ -252,6 +260,21 @@ pub(crate) fn single_member(id: NodeId, info: NodeInfo) -> BTreeMap<NodeId, Node
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn codec_decodes_values_of_many_small_parts_just_below_a_limit_tier() {
+        // What a small snapshot is: ~3,000 tiny key/value pairs, just under 64 KiB encoded. bincode counts each
+        // length prefix as 8 bytes, so this counts ~100 KiB against its limit.
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..3_000u32).map(|i| (i.to_be_bytes().to_vec(), vec![7; 15])).collect();
+        let bytes = codec::encode(&pairs).expect("encode");
+        assert!(bytes.len() > 60_000 && bytes.len() <= 1 << 16, "{} bytes", bytes.len());
+        assert_eq!(codec::decode::<Vec<(Vec<u8>, Vec<u8>)>>(&bytes).expect("decode"), pairs);
+        // Numbers count at their in-memory size: 8 bytes for a one-byte varint.
+        let numbers: Vec<u64> = vec![1; 65_000];
+        let bytes = codec::encode(&numbers).expect("encode");
+        assert!(bytes.len() <= 1 << 16);
+        assert_eq!(codec::decode::<Vec<u64>>(&bytes).expect("decode"), numbers);
+    }
 
     #[test]
     fn node_ids_are_stable_and_distinct() {
