@@ -336,10 +336,12 @@ mod tests {
             let store = open_with(dir.path(), Duration::from_millis(10));
             store.write(Keyspace::State, &batch(&[("x", Some("1"))])).unwrap();
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while !lock(&store.shared.buffer).pending.is_empty() && std::time::Instant::now() < deadline {
+            let in_engine = || store.shared.engine.get(Keyspace::State, b"x").expect("get");
+            while in_engine().is_none() && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            assert!(lock(&store.shared.buffer).pending.is_empty(), "the background writer wrote it back");
+            assert_eq!(in_engine(), Some(b"1".to_vec()), "the background writer handed it to the engine");
+            assert!(lock(&store.shared.buffer).pending.is_empty());
             store.write(Keyspace::State, &batch(&[("y", Some("2"))])).unwrap();
         }
         // sled lets go of its lock file once its own I/O threads are done with the last write, a moment after drop.
