@@ -51,6 +51,9 @@ pub struct WriteBackStorage {
 
 struct Shared {
     engine: Box<dyn Storage>,
+    /// The read cache of the state as this layer serves it. The engine's own stays empty, so invalidating it when
+    /// a write-back reaches the engine costs nothing.
+    cache: ReadCache,
     buffer: Mutex<Buffer>,
     /// Held for a whole write-back (and a direct batch), so batches reach the engine in the order they were made.
     one_writer: Mutex<()>,
@@ -79,8 +82,12 @@ impl WriteBackStorage {
 
     /// Like [`WriteBackStorage::new`], writing back every `interval`.
     fn with_interval(engine: impl Storage, interval: Duration) -> Result<Self> {
-        let shared =
-            Arc::new(Shared { engine: Box::new(engine), buffer: Mutex::default(), one_writer: Mutex::new(()) });
+        let shared = Arc::new(Shared {
+            engine: Box::new(engine),
+            cache: ReadCache::default(),
+            buffer: Mutex::default(),
+            one_writer: Mutex::new(()),
+        });
         let (stop, stopped) = mpsc::channel::<()>();
         let writer = {
             let shared = shared.clone();
@@ -201,7 +208,9 @@ impl Storage for WriteBackStorage {
         if batch.ops().len() > DIRECT_BATCH_OPS {
             let _writing = lock(&self.shared.one_writer);
             self.shared.write_back_locked()?;
-            return self.shared.engine.write(ks, batch);
+            self.shared.engine.write(ks, batch)?;
+            self.read_cache().invalidate(batch.ops().iter().map(|(key, _)| key.as_slice()));
+            return Ok(());
         }
         let full = {
             let mut buffer = lock(&self.shared.buffer);
@@ -219,7 +228,7 @@ impl Storage for WriteBackStorage {
     }
 
     fn read_cache(&self) -> &ReadCache {
-        self.shared.engine.read_cache()
+        &self.shared.cache
     }
 
     fn flush(&self) -> Result<()> {
@@ -363,6 +372,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open(dir.path());
         store.write(Keyspace::State, &batch(&[("big/0000", Some("buffered")), ("small", Some("s"))])).unwrap();
+        let cached = |store: &WriteBackStorage| {
+            store.read_cache().get_or_load(b"big/0000", || store.get(Keyspace::State, b"big/0000")).expect("read")
+        };
+        assert_eq!(cached(&store), Some(b"buffered".to_vec()));
         let mut large = WriteBatch::new();
         for i in 0..=DIRECT_BATCH_OPS {
             large.put(format!("big/{i:04}").into_bytes(), b"direct".to_vec());
@@ -370,6 +383,7 @@ mod tests {
         store.write(Keyspace::State, &large).unwrap();
         assert!(lock(&store.shared.buffer).pending.is_empty());
         assert_eq!(store.get(Keyspace::State, b"big/0000").unwrap(), Some(b"direct".to_vec()), "the later write wins");
+        assert_eq!(cached(&store), Some(b"direct".to_vec()), "and is not hidden by the read cache");
         assert_eq!(store.get(Keyspace::State, b"small").unwrap(), Some(b"s".to_vec()));
         assert_eq!(store.scan_prefix(Keyspace::State, b"big/").count(), DIRECT_BATCH_OPS + 1);
     }
