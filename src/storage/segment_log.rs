@@ -16,6 +16,14 @@
 //! grown past [`SEGMENT_BYTES`]; the full one is synced first and the new file's directory entry is synced before
 //! anything in it is acknowledged, so only the last segment can ever hold unsynced bytes.
 //!
+//! The active segment is kept zero-filled [`PREALLOCATE_BYTES`] past its last record. Appending into bytes the file
+//! already has changes no file metadata (size, extents), so the `fdatasync` after an append writes only data and
+//! need not wait for a commit of the file system's journal — one journal for the whole disk, which the other
+//! nodes' syncs on the same machine (and every file's metadata) share. On ext4 here that made a sync of a small
+//! append ~20% faster alone and ~35% faster with three nodes syncing at once (`docs/performance.md`). Zeros are
+//! written, not `fallocate`d: an allocated-but-unwritten extent still needs a journal commit on its first write.
+//! A closed segment is cut back to its records. Recovery takes an all-zero tail for the end of the records.
+//!
 //! Recovery ([`SegmentLog::open`]) reads every record back. A short or corrupt record in the last segment is taken
 //! for a write the crash tore (unsynced pages reach the disk in any order), and the log is cut there; the node
 //! then gets the rest from the leader like any follower that is behind. Damage in an earlier segment — synced
@@ -34,6 +42,8 @@ use super::{io_error, sync_dir, Result, StorageError};
 
 /// A segment is closed and a new one started once it holds more than this many bytes.
 pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// How far past its last record the active segment is kept zero-filled; see the module documentation.
+pub const PREALLOCATE_BYTES: u64 = 1024 * 1024;
 /// Bytes before a record's payload: length, checksum, index.
 const HEADER_BYTES: usize = 16;
 /// Largest payload accepted (a Raft entry is capped far below this by the transport).
@@ -46,6 +56,8 @@ struct Segment {
     file: Arc<File>,
     /// Bytes of whole records in the file.
     len: u64,
+    /// The file's size: `len` bytes of records, then zeros.
+    size: u64,
 }
 
 /// Where one record's payload is.
@@ -140,6 +152,9 @@ impl SegmentLog {
             let mut expected = first;
             while offset < bytes.len() {
                 let Some((index, payload, record_len)) = decode_record(&bytes[offset..]) else {
+                    if bytes[offset..].iter().all(|&b| b == 0) {
+                        break; // the zero-filled space after the last record
+                    }
                     if !is_last {
                         return Err(StorageError(format!(
                             "the Raft log segment {} is damaged at byte {offset}, before its end: refusing to start \
@@ -175,10 +190,13 @@ impl SegmentLog {
             continues_at = Some(expected);
             let file =
                 OpenOptions::new().read(true).write(true).open(&path).map_err(|e| io_error("cannot open", &path, e))?;
-            if offset < bytes.len() {
+            let mut size = bytes.len() as u64;
+            if offset < bytes.len() && bytes[offset..].iter().any(|&b| b != 0) {
+                // A torn write: cut it off, so no part of it can be read as a record later.
                 file.set_len(offset as u64)
                     .and_then(|_| file.sync_all())
                     .map_err(|e| io_error("cannot cut", &path, e))?;
+                size = offset as u64;
             }
             // A segment with no live record is deleted: its records are purged (or it has none), and the next
             // record does not continue it.
@@ -187,7 +205,7 @@ impl SegmentLog {
                 fs::remove_file(&path).map_err(|e| io_error("cannot delete", &path, e))?;
                 continue;
             }
-            log.segments.push(Segment { first, file: Arc::new(file), len: offset as u64 });
+            log.segments.push(Segment { first, file: Arc::new(file), len: offset as u64, size });
         }
         if log.positions.is_empty() {
             log.first = first_live.max(continues_at.unwrap_or(0));
@@ -248,22 +266,38 @@ impl SegmentLog {
             return Ok(());
         }
         let segment = self.segments.last_mut().ok_or_else(|| StorageError("the Raft log has no segment".into()))?;
-        segment
-            .file
-            .write_all_at(buf, segment.len)
-            .map_err(|e| io_error("cannot write", &segment_path(&self.dir, segment.first), e))?;
+        let write_error = |e| io_error("cannot write", &segment_path(&self.dir, segment.first), e);
+        segment.file.write_all_at(buf, segment.len).map_err(write_error)?;
         for (offset, len) in pending.drain(..) {
             self.positions.push_back(Position { segment: segment.first, offset: segment.len + offset as u64, len });
         }
         segment.len += buf.len() as u64;
+        segment.size = segment.size.max(segment.len);
         buf.clear();
+        // Keep zeros ahead of the next appends: extending by a chunk once it is half used means one sync in
+        // `PREALLOCATE_BYTES / 2` of log writes the zeros and the new size, and the others write only records.
+        if segment.size - segment.len < PREALLOCATE_BYTES / 2 {
+            let target = segment.len + PREALLOCATE_BYTES;
+            let zeros = [0u8; 64 * 1024];
+            while segment.size < target {
+                let n = (target - segment.size).min(zeros.len() as u64) as usize;
+                segment.file.write_all_at(&zeros[..n], segment.size).map_err(write_error)?;
+                segment.size += n as u64;
+            }
+        }
         Ok(())
     }
 
     /// Closes the active segment (syncing it) and starts a new, empty one whose first record is `first`.
     fn start_segment(&mut self, first: u64) -> Result<()> {
-        if let Some(active) = self.segments.last() {
-            active.file.sync_data().map_err(|e| io_error("cannot sync", &segment_path(&self.dir, active.first), e))?;
+        if let Some(active) = self.segments.last_mut() {
+            // Cut the zeros off, so a closed segment is just its records.
+            active
+                .file
+                .set_len(active.len)
+                .and_then(|_| active.file.sync_data())
+                .map_err(|e| io_error("cannot close", &segment_path(&self.dir, active.first), e))?;
+            active.size = active.len;
             if active.len == 0 {
                 // An empty segment never got a record: replace it rather than leave an empty file behind.
                 let path = segment_path(&self.dir, active.first);
@@ -280,7 +314,7 @@ impl SegmentLog {
             .open(&path)
             .map_err(|e| io_error("cannot create", &path, e))?;
         sync_dir(&self.dir)?;
-        self.segments.push(Segment { first, file: Arc::new(file), len: 0 });
+        self.segments.push(Segment { first, file: Arc::new(file), len: 0, size: 0 });
         Ok(())
     }
 
@@ -351,6 +385,7 @@ impl SegmentLog {
             .and_then(|_| active.file.sync_all())
             .map_err(|e| io_error("cannot cut", &path, e))?;
         active.len = record_start;
+        active.size = record_start;
         sync_dir(&self.dir)
     }
 
@@ -441,15 +476,18 @@ mod tests {
         let mut log = SegmentLog::open(dir.path(), None).expect("open");
         append_range(&mut log, 1..=10);
         log.sync().expect("sync");
+        let records = log.segments[0].len as usize;
         drop(log);
         let path = segment_path(dir.path(), 1);
         let full = fs::read(&path).expect("read");
 
-        // The last record half written: it is dropped, and the log continues at 10.
-        fs::write(&path, &full[..full.len() - 3]).expect("tear");
+        // The last record half written, then the zeros kept ahead: it is dropped, and the log continues at 10.
+        let mut torn = full.clone();
+        torn[records - 3..records].fill(0);
+        fs::write(&path, &torn).expect("tear");
         let mut log = SegmentLog::open(dir.path(), None).expect("open torn");
         assert_eq!(indexes(&log), (1..=9).collect::<Vec<_>>());
-        assert_eq!(fs::metadata(&path).expect("stat").len() as usize, full.len() - HEADER_BYTES - payload(10).len());
+        assert_eq!(fs::metadata(&path).expect("stat").len() as usize, records - HEADER_BYTES - payload(10).len());
         append_range(&mut log, 10..=10);
         drop(log);
         assert_eq!(indexes(&SegmentLog::open(dir.path(), None).expect("open")), (1..=10).collect::<Vec<_>>());
@@ -463,6 +501,64 @@ mod tests {
         let log = SegmentLog::open(dir.path(), None).expect("a damaged last segment is cut at the damage");
         assert!(indexes(&log).is_empty());
         assert_eq!(fs::metadata(&path).expect("stat").len(), 0);
+    }
+
+    #[test]
+    fn the_active_segment_is_kept_zero_filled_ahead_of_its_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = segment_path(dir.path(), 1);
+        let mut log = SegmentLog::open(dir.path(), None).expect("open");
+        let record = vec![9u8; 1000];
+        let mut next = 1;
+        // Enough records to extend the zeros several times.
+        loop {
+            log.append([(next, record.as_slice())]).expect("append");
+            next += 1;
+            let (len, size) = (log.segments[0].len, log.segments[0].size);
+            assert!(size >= len + PREALLOCATE_BYTES / 2, "only {} zero bytes ahead at record {next}", size - len);
+            assert_eq!(fs::metadata(&path).expect("stat").len(), size);
+            if len > 3 * PREALLOCATE_BYTES {
+                break;
+            }
+        }
+        log.sync().expect("sync");
+        let (len, size) = (log.segments[0].len, log.segments[0].size);
+        drop(log);
+        let bytes = fs::read(&path).expect("read");
+        assert!(bytes[len as usize..].iter().all(|&b| b == 0), "nothing but zeros after the records");
+
+        // Reopened, the zeros are no damage: every record is there, and appends go on right after the last one.
+        let mut log = SegmentLog::open(dir.path(), None).expect("reopen");
+        assert_eq!((log.first_index(), log.next_index()), (1, next));
+        assert_eq!((log.segments[0].len, log.segments[0].size), (len, size));
+        log.append([(next, b"after the zeros".as_slice())]).expect("append");
+        log.sync().expect("sync");
+        drop(log);
+        let log = SegmentLog::open(dir.path(), None).expect("reopen");
+        assert_eq!(log.next_index(), next + 1);
+        assert_eq!(log.read(next).expect("read"), Some(b"after the zeros".to_vec()));
+        assert_eq!(log.read(next - 1).expect("read"), Some(record));
+    }
+
+    #[test]
+    fn a_closed_segment_is_cut_to_its_records_and_zeros_after_them_are_no_damage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = SegmentLog::open(dir.path(), None).expect("open");
+        append_range(&mut log, 1..=3);
+        let records = log.segments[0].len;
+        log.start_segment(4).expect("roll");
+        append_range(&mut log, 4..=6);
+        log.sync().expect("sync");
+        drop(log);
+        let path = segment_path(dir.path(), 1);
+        assert_eq!(fs::metadata(&path).expect("stat").len(), records, "closed: its records and nothing else");
+
+        // A crash between the close's sync and its cut leaves the zeros: still a whole, intact segment.
+        let mut bytes = fs::read(&path).expect("read");
+        bytes.extend_from_slice(&[0; 4096]);
+        fs::write(&path, &bytes).expect("extend");
+        let log = SegmentLog::open(dir.path(), None).expect("zeros after a closed segment's records");
+        assert_eq!(indexes(&log), (1..=6).collect::<Vec<_>>());
     }
 
     #[test]
