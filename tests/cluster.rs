@@ -229,6 +229,62 @@ async fn a_late_joiner_receives_everything_and_becomes_a_voter() {
     assert_eq!((again.status, again.errors()), (400, vec!["this node is already part of a cluster".to_string()]));
 }
 
+/// The leader's kept snapshot file, once no snapshot has been built for a second (so the one returned stays kept
+/// until more writes come).
+async fn settled_snapshot_file(cluster: &TestCluster, node: usize) -> std::path::PathBuf {
+    let dir = cluster.nodes[node].dir.join("data").join("snapshots");
+    let list = || -> Vec<std::path::PathBuf> {
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .map(|items| items.filter_map(|item| item.ok().map(|item| item.path())).collect())
+            .unwrap_or_default();
+        files.retain(|path| path.extension().is_some_and(|ext| ext == "snap"));
+        files
+    };
+    wait_for("one settled snapshot file", Duration::from_secs(20), || async {
+        let before = list();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        (before.len() == 1 && list() == before).then(|| before[0].clone())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_damaged_snapshot_is_refused_and_the_node_catches_up_from_the_next_one() {
+    let options = ClusterOptions { snapshot_threshold: 20, trailing_logs: 5, ..Default::default() };
+    let mut cluster = TestCluster::start(options).await;
+    let leader = cluster.leader().await;
+    cluster.write_numbered(leader, "early", 60).await;
+    // One flipped bit in the middle of the leader's kept snapshot: every key and value still decodes.
+    let file = settled_snapshot_file(&cluster, leader).await;
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&file, &bytes).unwrap();
+
+    // A new node needs that snapshot (the log before it is purged): it refuses it and keeps running.
+    let late = cluster.add_node_process();
+    cluster.wait_health(late, &[501]).await;
+    cluster.join(late, leader).await;
+    wait_for("the damaged snapshot refused", Duration::from_secs(20), || async {
+        cluster.nodes[late].log().contains("refusing a snapshot from the leader").then_some(())
+    })
+    .await;
+    let log = cluster.nodes[late].log();
+    assert!(log.contains("the snapshot data is damaged: its checksum is"), "{log}");
+    assert!(!log.contains("installing snapshot"), "{log}");
+    assert!(cluster.nodes[late].is_running());
+    let early = cluster.client(late).get("/v1/kv/early/0").await.unwrap();
+    assert_eq!(early.status, 503, "nothing is installed yet: {}", early.text());
+    assert!(early.errors()[0].starts_with("this node is not initialized"), "{}", early.text());
+
+    // More writes make the leader keep a new, intact snapshot, which the new node installs.
+    cluster.write_numbered(leader, "later", 60).await;
+    cluster.wait_numbered(late, "later", 60).await;
+    cluster.wait_numbered(late, "early", 60).await;
+    assert!(cluster.nodes[late].log().contains("installing snapshot"));
+    cluster.wait_stable().await;
+}
+
 #[tokio::test]
 async fn remove_peer_shrinks_the_cluster() {
     let cluster = TestCluster::start3().await;

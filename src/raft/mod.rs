@@ -25,6 +25,7 @@ pub mod log_store;
 pub mod network;
 pub mod node;
 pub mod proposer;
+pub mod snapshot_data;
 pub mod snapshot_schedule;
 pub mod state_machine;
 pub mod transport;

@@ -20,7 +20,9 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
 use serde::{Deserialize, Serialize};
 
-use super::{codec, Entry, LogId, NodeId, NodeInfo, RaftResponse, RaftStorageError, StoredMembership, TypeConfig};
+use super::{
+    codec, snapshot_data, Entry, LogId, NodeId, NodeInfo, RaftResponse, RaftStorageError, StoredMembership, TypeConfig,
+};
 use crate::storage::{
     io_error, prefix_successor, write_new_file_durably, KeyValue, Keyspace, Storage, StorageError, WriteBatch,
 };
@@ -164,12 +166,6 @@ impl<'a> StateTxn<'a> {
         }
         batch
     }
-}
-
-/// The serialized form of a snapshot's data: every engine key and value.
-#[derive(Serialize, Deserialize)]
-struct SnapshotContents {
-    entries: Vec<KeyValue>,
 }
 
 /// A snapshot: its meta and data.
@@ -443,13 +439,13 @@ impl StateMachine {
 
     /// Replaces the whole state with a snapshot's and keeps the snapshot, in one atomic, flushed batch.
     fn install(&mut self, meta: &SnapshotMeta<NodeId, NodeInfo>, data: Vec<u8>) -> Result<(), StorageError> {
-        let contents: SnapshotContents = codec::decode(&data)?;
+        let entries = snapshot_data::decode(&data)?;
         let mut batch = WriteBatch::new();
         for item in self.storage.scan_prefix(Keyspace::State, b"") {
             batch.delete(item?.0);
         }
         // A batch applies its operations in order, so the inserts win over the deletes of the same keys.
-        for (k, v) in contents.entries {
+        for (k, v) in entries {
             batch.put(k, v);
         }
         batch.put(APPLIED_KEY, codec::encode(&meta.last_log_id)?);
@@ -605,7 +601,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .map_err(|e| sm_read_err(StorageError(e.to_string())))?
             .map_err(sm_read_err)?;
         let keys = entries.len();
-        let data = codec::encode(&SnapshotContents { entries }).map_err(sm_read_err)?;
+        let data = snapshot_data::encode(entries).map_err(sm_read_err)?;
         let snapshot_id = match self.last_applied {
             Some(last) => format!("{}-{}-{}", last.leader_id, last.index, uuid::Uuid::new_v4().simple()),
             None => format!("empty-{}", uuid::Uuid::new_v4().simple()),

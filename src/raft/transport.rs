@@ -3,7 +3,9 @@
 //! Three routes, `POST /raft/{append,vote,snapshot}`, each taking a bincode request and answering 200 with a bincode
 //! `Result` from the local Raft. Before anything is decoded the request must carry the cluster secret: without it
 //! the answer is 401 (or 503 while this node has no secret yet because it has not joined a cluster). A body that
-//! does not decode is 400 and never reaches Raft.
+//! does not decode is 400 and never reaches Raft. The chunks of a snapshot are checked against its checksum as they
+//! pass ([`SnapshotCheck`]); the last chunk of a damaged one is refused with 422 and never reaches Raft, which would
+//! otherwise stop this node on the failed install, and the leader keeps trying until it has an intact snapshot.
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -11,10 +13,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use std::sync::{Arc, Mutex};
+
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::network::{ClusterSecret, SECRET_HEADER};
-use super::{codec, Raft};
+use super::snapshot_data::{SnapshotCheck, Verdict};
+use super::{codec, Raft, TypeConfig};
 
 /// Largest accepted RPC body. Append batches are capped well below it (see `RaftSettings`).
 const MAX_RPC_BODY: usize = 64 * 1024 * 1024;
@@ -23,6 +28,8 @@ const MAX_RPC_BODY: usize = 64 * 1024 * 1024;
 struct TransportState {
     raft: Raft,
     secret: ClusterSecret,
+    /// The snapshot being received, checked as its chunks pass.
+    snapshot_check: Arc<Mutex<Option<SnapshotCheck>>>,
 }
 
 /// The cluster-port router.
@@ -32,7 +39,7 @@ pub fn router(raft: Raft, secret: ClusterSecret) -> Router {
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
         .layer(DefaultBodyLimit::max(MAX_RPC_BODY))
-        .with_state(TransportState { raft, secret })
+        .with_state(TransportState { raft, secret, snapshot_check: Arc::default() })
 }
 
 /// Checks the secret, decodes the body; the error is the HTTP answer to give instead.
@@ -73,8 +80,18 @@ async fn vote(State(state): State<TransportState>, headers: HeaderMap, body: Byt
 }
 
 async fn snapshot(State(state): State<TransportState>, headers: HeaderMap, body: Bytes) -> Response {
-    match admit(&state, &headers, &body) {
-        Ok(rpc) => reply(&state.raft.install_snapshot(rpc).await),
-        Err(rejection) => rejection.into_response(),
+    let rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> = match admit(&state, &headers, &body) {
+        Ok(rpc) => rpc,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let verdict = {
+        let mut check = state.snapshot_check.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        SnapshotCheck::chunk(&mut check, &rpc.meta.snapshot_id, rpc.offset, &rpc.data, rpc.done)
+    };
+    if let Verdict::Damaged(why) = verdict {
+        tracing::error!(snapshot = %rpc.meta.snapshot_id, "refusing a snapshot from the leader: {why}");
+        let message = format!("snapshot {} refused: {why}", rpc.meta.snapshot_id);
+        return (StatusCode::UNPROCESSABLE_ENTITY, message).into_response();
     }
+    reply(&state.raft.install_snapshot(rpc).await)
 }
