@@ -66,6 +66,7 @@ pub enum Command {
         /// Key below the mount.
         key: String,
         /// The secret, as JSON object text.
+        #[serde(with = "crate::raft::codec::bytes")]
         value: Vec<u8>,
     },
     /// Deletes a kv-v1 secret.
@@ -196,7 +197,7 @@ pub enum Output {
     /// The change was made.
     Done,
     /// The change was made; the answer's `data` is this JSON text.
-    Json(Vec<u8>),
+    Json(#[serde(with = "crate::raft::codec::bytes")] Vec<u8>),
 }
 
 /// The outcome of an executed command: its output and the log index that carried it.

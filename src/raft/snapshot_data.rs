@@ -25,6 +25,7 @@ const HEADER_BYTES: usize = MAGIC.len() + 4;
 /// The serialized form of a snapshot's contents: every engine key and value.
 #[derive(Serialize, Deserialize)]
 struct Contents {
+    #[serde(with = "codec::byte_pairs")]
     entries: Vec<KeyValue>,
 }
 
