@@ -194,10 +194,22 @@ scenarios() {
 
 vigil_cluster() { VIGIL_BIN=$VIGIL_BIN "$VIGIL_ROOT/scripts/cluster.sh" "$@" >>"$LOG" 2>&1; }
 
+# True if process $1 runs. A killed process that nobody has reaped yet (a zombie) does not: the nodes are started
+# by cluster.sh, which has exited, so a SIGKILLed node waits as a zombie for a PID 1 that may never reap it, and
+# `kill -0` alone took it for alive (the next failover round then found its API port closed).
+pid_alive() {
+    local stat
+    kill -0 "$1" 2>/dev/null || return 1
+    [ -r "/proc/$1/stat" ] || return 0
+    stat=$(<"/proc/$1/stat") || return 1
+    stat=${stat##*) }
+    [ "${stat%% *}" != Z ]
+}
+
 vigil_restart_dead() {
     local n
     for n in 1 2 3; do
-        if ! kill -0 "$(cat "$VIGIL_ROOT/.cluster/node$n.pid" 2>/dev/null || echo 0)" 2>/dev/null; then
+        if ! pid_alive "$(cat "$VIGIL_ROOT/.cluster/node$n.pid" 2>/dev/null || echo 0)"; then
             say "vigil: restarting node$n"
             vigil_cluster restart "$n" || die "restarting Vigil node$n failed (see $LOG)"
         fi
@@ -257,7 +269,7 @@ etcd_wait_healthy() {
 etcd_restart_dead() {
     local n
     for n in 1 2 3; do
-        if ! kill -0 "$(cat "$ETCD_DIR/node$n.pid")" 2>/dev/null; then
+        if ! pid_alive "$(cat "$ETCD_DIR/node$n.pid")"; then
             say "etcd: restarting m$n"
             etcd_member "$n"
         fi
