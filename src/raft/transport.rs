@@ -7,14 +7,14 @@
 //! pass ([`SnapshotCheck`]); the last chunk of a damaged one is refused with 422 and never reaches Raft, which would
 //! otherwise stop this node on the failed install, and the leader keeps trying until it has an intact snapshot.
 
+use std::sync::{Arc, Mutex};
+
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use std::sync::{Arc, Mutex};
-
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::network::{ClusterSecret, SECRET_HEADER};
