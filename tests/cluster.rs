@@ -206,12 +206,19 @@ async fn a_restarted_node_catches_up_through_a_snapshot_after_the_log_was_purged
     cluster.wait_value(follower, "/v1/kv/snap/119", &json!({ "n": 119 })).await;
 }
 
-#[tokio::test]
-async fn a_late_joiner_receives_everything_and_becomes_a_voter() {
+/// A cluster that snapshots every 20 entries and keeps 5 behind, after 60 writes `early/<n>` through its leader
+/// (returned): a node that joins now can only catch up through a snapshot.
+async fn cluster_past_its_first_snapshots() -> (TestCluster, usize) {
     let options = ClusterOptions { snapshot_threshold: 20, trailing_logs: 5, ..Default::default() };
-    let mut cluster = TestCluster::start(options).await;
+    let cluster = TestCluster::start(options).await;
     let leader = cluster.leader().await;
     cluster.write_numbered(leader, "early", 60).await;
+    (cluster, leader)
+}
+
+#[tokio::test]
+async fn a_late_joiner_receives_everything_and_becomes_a_voter() {
+    let (mut cluster, leader) = cluster_past_its_first_snapshots().await;
     let late = cluster.add_node_process();
     cluster.wait_health(late, &[501]).await;
     // Join through a follower: the join is forwarded to the leader.
@@ -250,10 +257,7 @@ async fn settled_snapshot_file(cluster: &TestCluster, node: usize) -> std::path:
 
 #[tokio::test]
 async fn a_damaged_snapshot_is_refused_and_the_node_catches_up_from_the_next_one() {
-    let options = ClusterOptions { snapshot_threshold: 20, trailing_logs: 5, ..Default::default() };
-    let mut cluster = TestCluster::start(options).await;
-    let leader = cluster.leader().await;
-    cluster.write_numbered(leader, "early", 60).await;
+    let (mut cluster, leader) = cluster_past_its_first_snapshots().await;
     // One flipped bit in the middle of the leader's kept snapshot: every key and value still decodes.
     let file = settled_snapshot_file(&cluster, leader).await;
     let mut bytes = std::fs::read(&file).unwrap();
