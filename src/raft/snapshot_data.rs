@@ -67,8 +67,13 @@ fn verify(expected: u32, actual: u32) -> Result<(), StorageError> {
 /// Checks the checksum of snapshot data that arrives in chunks, as openraft sends it: in order, each chunk at the
 /// offset where the previous one ended, a chunk sent again after a failed attempt at an offset already seen, and a
 /// new attempt starting over at offset 0. Holds the header and a running checksum, not the data.
+#[derive(Default)]
 pub struct SnapshotCheck {
-    /// The snapshot being received.
+    /// The snapshot being received, if it was followed from its first byte.
+    receiving: Option<Receiving>,
+}
+
+struct Receiving {
     id: String,
     /// Bytes seen so far (from offset 0, without gaps).
     seen: u64,
@@ -87,40 +92,41 @@ pub enum Verdict {
 }
 
 impl SnapshotCheck {
-    /// Follows one chunk of snapshot `id` at `offset`; `last` marks the final one. `check` holds the state between
-    /// chunks (`None` before the first).
-    pub fn chunk(check: &mut Option<SnapshotCheck>, id: &str, offset: u64, data: &[u8], last: bool) -> Verdict {
+    /// Follows one chunk of snapshot `id` at `offset`; `last` marks the final one.
+    pub fn chunk(&mut self, id: &str, offset: u64, data: &[u8], last: bool) -> Verdict {
         if offset == 0 {
-            *check = Some(SnapshotCheck {
+            self.receiving = Some(Receiving {
                 id: id.to_owned(),
                 seen: 0,
                 header: Vec::with_capacity(HEADER_BYTES),
                 hasher: crc32fast::Hasher::new(),
             });
         }
-        let Some(state) = check.as_mut().filter(|state| state.id == id) else {
+        let Some(receiving) = self.receiving.as_mut().filter(|receiving| receiving.id == id) else {
             // Not followed from its start (openraft refuses a stream that does not begin at 0 itself).
             return Verdict::Pass;
         };
-        if offset > state.seen {
+        if offset > receiving.seen {
             // A gap: openraft refuses it; nothing can be checked for this attempt.
-            *check = None;
+            self.receiving = None;
             return Verdict::Pass;
         }
         // Skip what was seen already (a chunk sent again), follow the rest.
-        let skip = usize::try_from(state.seen - offset).unwrap_or(usize::MAX).min(data.len());
-        state.follow(&data[skip..]);
+        let skip = usize::try_from(receiving.seen - offset).unwrap_or(usize::MAX).min(data.len());
+        receiving.follow(&data[skip..]);
         if !last {
             return Verdict::Pass;
         }
-        let verdict = state.verdict();
+        let verdict = receiving.verdict();
         if verdict == Verdict::Pass {
-            *check = None;
+            self.receiving = None;
         }
-        // A damaged snapshot's state stays, so the same last chunk sent again is refused again.
+        // A damaged snapshot stays followed, so the same last chunk sent again is refused again.
         verdict
     }
+}
 
+impl Receiving {
     fn follow(&mut self, mut bytes: &[u8]) {
         self.seen += bytes.len() as u64;
         if self.header.len() < HEADER_BYTES {
@@ -157,12 +163,12 @@ mod tests {
     }
 
     /// Feeds `data` to a fresh check in chunks of `size`; the verdict of the last chunk.
-    fn send(check: &mut Option<SnapshotCheck>, id: &str, data: &[u8], size: usize) -> Verdict {
+    fn send(check: &mut SnapshotCheck, id: &str, data: &[u8], size: usize) -> Verdict {
         let chunks: Vec<&[u8]> = data.chunks(size).collect();
         let mut verdict = Verdict::Pass;
         for (n, chunk) in chunks.iter().enumerate() {
             let last = n + 1 == chunks.len();
-            verdict = SnapshotCheck::chunk(check, id, (n * size) as u64, chunk, last);
+            verdict = check.chunk(id, (n * size) as u64, chunk, last);
             if !last {
                 assert_eq!(verdict, Verdict::Pass, "only the last chunk gets a verdict");
             }
@@ -196,13 +202,13 @@ mod tests {
     fn chunks_of_intact_data_pass_whatever_their_size() {
         let data = encode(entries()).expect("encode");
         for size in [1, 5, HEADER_BYTES, 1000, data.len()] {
-            let mut check = None;
+            let mut check = SnapshotCheck::default();
             assert_eq!(send(&mut check, "s1", &data, size), Verdict::Pass, "chunks of {size}");
-            assert!(check.is_none(), "a passed snapshot is forgotten");
+            assert!(check.receiving.is_none(), "a passed snapshot is forgotten");
         }
         // Older data without a checksum is left to the state machine's decoding.
         let plain = codec::encode(&Contents { entries: entries() }).expect("encode");
-        assert_eq!(send(&mut None, "s0", &plain, 700), Verdict::Pass);
+        assert_eq!(send(&mut SnapshotCheck::default(), "s0", &plain, 700), Verdict::Pass);
     }
 
     #[test]
@@ -210,15 +216,15 @@ mod tests {
         let data = encode(entries()).expect("encode");
         let mut damaged = data.clone();
         damaged[data.len() / 3] ^= 1;
-        let mut check = None;
+        let mut check = SnapshotCheck::default();
         let Verdict::Damaged(why) = send(&mut check, "s1", &damaged, 1000) else { panic!("damage passed") };
         assert!(why.contains("checksum"), "{why}");
 
         // openraft sends a failed chunk again: still refused, and the earlier chunks are not counted twice.
         let last_offset = (damaged.len() - 1) / 1000 * 1000;
-        let again = SnapshotCheck::chunk(&mut check, "s1", last_offset as u64, &damaged[last_offset..], true);
+        let again = check.chunk("s1", last_offset as u64, &damaged[last_offset..], true);
         assert!(matches!(again, Verdict::Damaged(_)));
-        let resent = SnapshotCheck::chunk(&mut check, "s1", 0, &damaged[..1000], false);
+        let resent = check.chunk("s1", 0, &damaged[..1000], false);
         assert_eq!(resent, Verdict::Pass, "offset 0 starts over");
         // A new attempt (or a new snapshot) with intact data passes.
         assert_eq!(send(&mut check, "s1", &data, 1000), Verdict::Pass);
@@ -228,20 +234,20 @@ mod tests {
     #[test]
     fn a_chunk_sent_again_is_not_counted_twice_and_gaps_or_strangers_are_not_judged() {
         let data = encode(entries()).expect("encode");
-        let mut check = None;
-        assert_eq!(SnapshotCheck::chunk(&mut check, "s1", 0, &data[..500], false), Verdict::Pass);
-        assert_eq!(SnapshotCheck::chunk(&mut check, "s1", 0, &data[..500], false), Verdict::Pass);
-        assert_eq!(SnapshotCheck::chunk(&mut check, "s1", 500, &data[500..900], false), Verdict::Pass);
+        let mut check = SnapshotCheck::default();
+        assert_eq!(check.chunk("s1", 0, &data[..500], false), Verdict::Pass);
+        assert_eq!(check.chunk("s1", 0, &data[..500], false), Verdict::Pass);
+        assert_eq!(check.chunk("s1", 500, &data[500..900], false), Verdict::Pass);
         // Overlapping a seen range: only the new part is followed.
-        assert_eq!(SnapshotCheck::chunk(&mut check, "s1", 800, &data[800..], true), Verdict::Pass);
+        assert_eq!(check.chunk("s1", 800, &data[800..], true), Verdict::Pass);
 
         // A chunk of another snapshot, or one after a gap, is not judged (openraft refuses those itself).
         let mut damaged = data.clone();
         damaged[HEADER_BYTES + 1] ^= 1;
-        let mut check = None;
-        assert_eq!(SnapshotCheck::chunk(&mut check, "s1", 0, &damaged[..500], false), Verdict::Pass);
-        assert_eq!(SnapshotCheck::chunk(&mut check, "s9", 500, &damaged[500..], true), Verdict::Pass);
-        assert_eq!(SnapshotCheck::chunk(&mut check, "s1", 900, &damaged[900..], true), Verdict::Pass);
-        assert!(check.is_none());
+        let mut check = SnapshotCheck::default();
+        assert_eq!(check.chunk("s1", 0, &damaged[..500], false), Verdict::Pass);
+        assert_eq!(check.chunk("s9", 500, &damaged[500..], true), Verdict::Pass);
+        assert_eq!(check.chunk("s1", 900, &damaged[900..], true), Verdict::Pass);
+        assert!(check.receiving.is_none());
     }
 }

@@ -29,7 +29,7 @@ struct TransportState {
     raft: Raft,
     secret: ClusterSecret,
     /// The snapshot being received, checked as its chunks pass.
-    snapshot_check: Arc<Mutex<Option<SnapshotCheck>>>,
+    snapshot_check: Arc<Mutex<SnapshotCheck>>,
 }
 
 /// The cluster-port router.
@@ -86,7 +86,7 @@ async fn snapshot(State(state): State<TransportState>, headers: HeaderMap, body:
     };
     let verdict = {
         let mut check = state.snapshot_check.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        SnapshotCheck::chunk(&mut check, &rpc.meta.snapshot_id, rpc.offset, &rpc.data, rpc.done)
+        check.chunk(&rpc.meta.snapshot_id, rpc.offset, &rpc.data, rpc.done)
     };
     if let Verdict::Damaged(why) = verdict {
         tracing::error!(snapshot = %rpc.meta.snapshot_id, "refusing a snapshot from the leader: {why}");
