@@ -150,6 +150,8 @@ impl SegmentLog {
             let bytes = fs::read(&path).map_err(|e| io_error("cannot read", &path, e))?;
             let mut offset = 0;
             let mut expected = first;
+            // Set when the records end in a torn write (not in the zeros kept ahead of them).
+            let mut torn = false;
             while offset < bytes.len() {
                 let Some((index, payload, record_len)) = decode_record(&bytes[offset..]) else {
                     if bytes[offset..].iter().all(|&b| b == 0) {
@@ -163,6 +165,7 @@ impl SegmentLog {
                         )));
                     }
                     tracing::warn!(segment = %path.display(), offset, "cutting off a torn write at the end of the Raft log");
+                    torn = true;
                     break;
                 };
                 if index != expected {
@@ -191,8 +194,8 @@ impl SegmentLog {
             let file =
                 OpenOptions::new().read(true).write(true).open(&path).map_err(|e| io_error("cannot open", &path, e))?;
             let mut size = bytes.len() as u64;
-            if offset < bytes.len() && bytes[offset..].iter().any(|&b| b != 0) {
-                // A torn write: cut it off, so no part of it can be read as a record later.
+            if torn {
+                // Cut it off, so no part of it can be read as a record later.
                 file.set_len(offset as u64)
                     .and_then(|_| file.sync_all())
                     .map_err(|e| io_error("cannot cut", &path, e))?;
