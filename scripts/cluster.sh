@@ -608,10 +608,12 @@ cmd_kill() {
     local n=$1 pid
     if pid=$(running_pid "$n"); then
         kill -KILL "$pid" 2>/dev/null || true
-        # A killed process lives on until its threads leave the kernel (a disk sync in progress finishes first),
-        # and its sockets accept connections until then: return only once it is gone.
+        # A killed process lives on until its last thread leaves the kernel (a disk sync in progress finishes
+        # first), and its sockets accept connections until then — even after its main thread already shows as a
+        # zombie, which is all `running_pid` sees. Return only once it is gone and its ports refuse connections.
         local waited=0
-        while running_pid "$n" >/dev/null && [ "$waited" -lt 100 ]; do
+        while { running_pid "$n" >/dev/null || port_in_use "$(api_port "$n")" || port_in_use "$(cluster_port "$n")"; } &&
+            [ "$waited" -lt 100 ]; do
             sleep 0.05
             waited=$((waited + 1))
         done
