@@ -236,30 +236,32 @@ async fn a_late_joiner_receives_everything_and_becomes_a_voter() {
     assert_eq!((again.status, again.errors()), (400, vec!["this node is already part of a cluster".to_string()]));
 }
 
-/// The leader's kept snapshot file, once no snapshot has been built for a second (so the one returned stays kept
-/// until more writes come).
-async fn settled_snapshot_file(cluster: &TestCluster, node: usize) -> std::path::PathBuf {
-    let dir = cluster.nodes[node].dir.join("data").join("snapshots");
-    let list = || -> Vec<std::path::PathBuf> {
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .map(|items| items.filter_map(|item| item.ok().map(|item| item.path())).collect())
-            .unwrap_or_default();
-        files.retain(|path| path.extension().is_some_and(|ext| ext == "snap"));
-        files
-    };
-    wait_for("one settled snapshot file", Duration::from_secs(20), || async {
-        let before = list();
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        (before.len() == 1 && list() == before).then(|| before[0].clone())
-    })
-    .await
+/// Writes single keys through `leader` until it has built and kept a new snapshot; returns that snapshot's file.
+/// The leader is then ~`snapshot_threshold` entries away from its next snapshot, so the file stays the one it
+/// keeps (and sends) while the few entries of a join come. (Waiting for the file list to stay the same for a while
+/// was not enough: a build still running under load replaced the file later.)
+async fn write_until_a_snapshot_is_kept(cluster: &TestCluster, leader: usize) -> std::path::PathBuf {
+    let built = || cluster.nodes[leader].log().matches("built snapshot").count();
+    let before = built();
+    for n in 0..100 {
+        cluster.write_numbered(leader, &format!("until-snapshot-{n}"), 1).await;
+        if built() > before {
+            break;
+        }
+    }
+    wait_for("a new snapshot kept", Duration::from_secs(20), || async { (built() > before).then_some(()) }).await;
+    let dir = cluster.nodes[leader].dir.join("data").join("snapshots");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|item| item.unwrap().path()).collect();
+    files.retain(|path| path.extension().is_some_and(|ext| ext == "snap"));
+    assert_eq!(files.len(), 1, "one kept snapshot: {files:?}");
+    files.remove(0)
 }
 
 #[tokio::test]
 async fn a_damaged_snapshot_is_refused_and_the_node_catches_up_from_the_next_one() {
     let (mut cluster, leader) = cluster_past_its_first_snapshots().await;
     // One flipped bit in the middle of the leader's kept snapshot: every key and value still decodes.
-    let file = settled_snapshot_file(&cluster, leader).await;
+    let file = write_until_a_snapshot_is_kept(&cluster, leader).await;
     let mut bytes = std::fs::read(&file).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;
@@ -269,11 +271,13 @@ async fn a_damaged_snapshot_is_refused_and_the_node_catches_up_from_the_next_one
     let late = cluster.add_node_process();
     cluster.wait_health(late, &[501]).await;
     cluster.join(late, leader).await;
-    wait_for("the damaged snapshot refused", Duration::from_secs(20), || async {
-        cluster.nodes[late].log().contains("refusing a snapshot from the leader").then_some(())
-    })
-    .await;
+    let refused = || cluster.nodes[late].log().contains("refusing a snapshot from the leader");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !refused() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let log = cluster.nodes[late].log();
+    assert!(refused(), "the damaged snapshot was not refused; the new node's log:\n{log}");
     assert!(log.contains("the snapshot data is damaged: its checksum is"), "{log}");
     assert!(!log.contains("installing snapshot"), "{log}");
     assert!(cluster.nodes[late].is_running());
